@@ -1,0 +1,67 @@
+//! The command-line tools: `clap` commands translated into library calls, and the exit codes.
+//!
+//! Exit codes: 0 success, 1 runtime failure (a port in use, a run that failed), 2 usage error (a bad
+//! flag, address or value), 3 io_uring unavailable.
+
+mod args;
+mod commands;
+
+pub use args::{parse_duration, parse_size, Cli, Command};
+pub use commands::run;
+
+/// A failure with the exit code it maps to and one line for a person.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code.
+    pub code: i32,
+    /// The line to print (without the `ringnode: ` prefix).
+    pub message: String,
+}
+
+impl Failure {
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// A runtime error (exit 1).
+    pub fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::ring::RingError> for Failure {
+    fn from(e: crate::ring::RingError) -> Failure {
+        match e {
+            crate::ring::RingError::Unavailable { .. } => Failure {
+                code: 3,
+                message: e.to_string(),
+            },
+            crate::ring::RingError::Io(_) => Failure::runtime(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for Failure {
+    fn from(e: crate::runtime::RuntimeError) -> Failure {
+        match e {
+            crate::runtime::RuntimeError::Ring(r) => r.into(),
+            other => Failure::runtime(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::echo::ServeError> for Failure {
+    fn from(e: crate::echo::ServeError) -> Failure {
+        match e {
+            crate::echo::ServeError::Runtime(r) => r.into(),
+            crate::echo::ServeError::Net(n) => Failure::runtime(n.to_string()),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! TCP on the ring.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::NetError;
+use crate::ring::ops::{self, IoBuf, SharedFd};
+use crate::runtime::{self, Handle};
+
+/// A listening TCP socket. Created on any thread, accepted on one core.
+pub struct TcpListener {
+    socket: Socket,
+    local: SocketAddr,
+}
+
+impl TcpListener {
+    /// Binds and listens. There is no `SO_REUSEPORT`: a second server on the same port fails here
+    /// instead of silently taking half of the connections.
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener, NetError> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| NetError::at(addr, e))?;
+        // SO_REUSEADDR only lets us rebind over connections in TIME_WAIT; on Linux it does not let
+        // two listeners share a port.
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| NetError::at(addr, e))?;
+        if addr.is_ipv6() {
+            socket
+                .set_only_v6(true)
+                .map_err(|e| NetError::at(addr, e))?;
+        }
+        socket
+            .bind(&addr.into())
+            .map_err(|e| NetError::at(addr, e))?;
+        socket.listen(4096).map_err(|e| NetError::at(addr, e))?;
+        let local = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr);
+        Ok(TcpListener { socket, local })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The descriptor, to move the listener to the core that accepts.
+    pub fn into_fd(self) -> OwnedFd {
+        self.socket.into()
+    }
+}
+
+/// Accepts on `listener` (on the calling core, with multishot accept) until shutdown, and hands
+/// each connection round-robin to a core of `handle`, where `on_conn` runs with it. One acceptor
+/// that deals connections in turn balances exactly by count (see `docs/ARCHITECTURE.md`).
+pub async fn serve_tcp<F>(listener: OwnedFd, handle: Handle, on_conn: Arc<F>) -> io::Result<()>
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let fd: SharedFd = Rc::new(listener);
+    let mut next = 0usize;
+    let cores = handle.cores();
+    let me = runtime::current_core();
+    'rearm: loop {
+        let mut accepts = ops::accept_multi(fd.clone());
+        loop {
+            let c = match runtime::select(accepts.next(), runtime::shutdown_requested()).await {
+                runtime::Either::Left(Some(c)) => c,
+                runtime::Either::Left(None) => continue 'rearm,
+                runtime::Either::Right(()) => return Ok(()),
+            };
+            if c.result < 0 {
+                let e = io::Error::from_raw_os_error(-c.result);
+                match c.result {
+                    // Transient: a connection reset before we took it, or descriptors ran out for
+                    // a moment. Keep accepting.
+                    r if r == -libc::ECONNABORTED
+                        || r == -libc::EMFILE
+                        || r == -libc::ENFILE
+                        || r == -libc::EINTR =>
+                    {
+                        if r == -libc::EMFILE || r == -libc::ENFILE {
+                            eprintln!(
+                                "ringnode: accept: {e}; the open-file limit is {}",
+                                crate::sys::nofile_limit().0
+                            );
+                            runtime::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        if !c.more() {
+                            continue 'rearm;
+                        }
+                        continue;
+                    }
+                    r if r == -libc::ECANCELED => return Ok(()),
+                    _ => return Err(e),
+                }
+            }
+            let conn = ops::adopt_fd(c.result);
+            let target = next % cores;
+            next = next.wrapping_add(1);
+            if target == me {
+                on_conn(TcpStream::from_fd(conn));
+            } else {
+                let f = on_conn.clone();
+                let msg: runtime::Message = Box::new(move || f(TcpStream::from_fd(conn)));
+                if let Err(msg) = handle.send(target, msg) {
+                    // That core's mailbox is full: serve the connection here rather than drop it.
+                    msg();
+                }
+            }
+            if !c.more() {
+                continue 'rearm;
+            }
+        }
+    }
+}
+
+/// A connected TCP stream on the ring.
+pub struct TcpStream {
+    fd: SharedFd,
+}
+
+impl TcpStream {
+    /// Wraps a connected descriptor (sets `TCP_NODELAY`).
+    pub fn from_fd(fd: OwnedFd) -> TcpStream {
+        let _ = SockRef::from(&fd).set_nodelay(true);
+        TcpStream { fd: Rc::new(fd) }
+    }
+
+    /// Connects to `addr`, optionally from `source` (port chosen by the kernel).
+    pub async fn connect(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<TcpStream, NetError> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| NetError::at(addr, e))?;
+        if let Some(ip) = source {
+            // Let connect() pick the port, so one source address serves many destinations.
+            let _ = socket.set_reuse_address(true);
+            socket
+                .bind(&SocketAddr::new(ip, 0).into())
+                .map_err(|e| NetError::at(SocketAddr::new(ip, 0), e))?;
+        }
+        let _ = socket.set_nodelay(true);
+        let fd: SharedFd = Rc::new(socket.into());
+        let (c, (fd, _)) = ops::connect(fd, addr).await;
+        c.into_result().map_err(|e| NetError::at(addr, e))?;
+        Ok(TcpStream { fd })
+    }
+
+    /// Receives into the spare capacity of `buf`; returns the byte count (0 at end of stream) and
+    /// the buffer with its length grown by that count.
+    pub async fn recv(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let (c, (_, mut buf)) = ops::recv(self.fd.clone(), buf).await;
+        match c.into_result() {
+            Ok(n) => {
+                ops::received(&mut buf, n as usize);
+                (Ok(n as usize), buf)
+            }
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    /// Sends `buf[offset..]` once; returns how many bytes went.
+    pub async fn send<B: IoBuf>(&self, buf: B, offset: usize) -> (io::Result<usize>, B) {
+        let (c, (_, buf)) = ops::send(self.fd.clone(), buf, offset).await;
+        (c.into_result().map(|n| n as usize), buf)
+    }
+
+    /// Sends all of `buf`, resuming after short writes.
+    pub async fn send_all<B: IoBuf>(&self, mut buf: B) -> (io::Result<()>, B) {
+        let mut off = 0;
+        while off < buf.bytes_len() {
+            let (r, b) = self.send(buf, off).await;
+            buf = b;
+            match r {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => off += n,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Sends all of `bufs` in order with vectored sends, resuming after short writes.
+    pub async fn writev_all(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut off = 0;
+        while off < total {
+            let (c, data) = ops::writev(self.fd.clone(), bufs, off).await;
+            bufs = data.bufs;
+            match c.into_result() {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
+                Ok(n) => off += n as usize,
+                Err(e) => return (Err(e), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    /// Shuts down the write side: the peer reads end of stream.
+    pub async fn shutdown_write(&self) -> io::Result<()> {
+        let (c, _) = ops::shutdown(self.fd.clone(), libc::SHUT_WR).await;
+        c.into_result().map(|_| ())
+    }
+
+    /// Closes the stream on the ring once no operation holds it any more.
+    pub async fn close(self) -> io::Result<()> {
+        match Rc::try_unwrap(self.fd) {
+            Ok(fd) => ops::close(fd).await.0.into_result().map(|_| ()),
+            // An orphaned operation still holds the descriptor; it closes when that completes.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The shared descriptor (to shut the socket down from elsewhere on this core).
+    pub fn shared_fd(&self) -> SharedFd {
+        self.fd.clone()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        SockRef::from(&*self.fd)
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::ErrorKind::InvalidInput.into())
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        SockRef::from(&*self.fd)
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::ErrorKind::InvalidInput.into())
+    }
+}

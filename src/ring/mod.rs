@@ -1,0 +1,463 @@
+//! One io_uring instance per thread: setup (with the flag fall-back chain), submission in batches,
+//! completion dispatch through a `slab` of in-flight operations, cancellation that keeps an
+//! operation's resources alive until the kernel lets go of them, and the feature probe.
+//!
+//! This module knows nothing of tasks, frames or peers. It hands completions to whoever polls the
+//! operation; the runtime drives [`Ring::enter`] and [`Ring::reap`] once per loop turn.
+//!
+//! # The life of an operation
+//!
+//! ```text
+//!   submit ──► Waiting ──(CQE)──► Done ──(poll)──► freed
+//!                 │                 └──(future dropped)──► freed
+//!                 └──(future dropped)──► Orphaned ──(final CQE)──► freed, resources dropped
+//! ```
+//!
+//! A multishot operation stays `Streaming` and collects completions until the CQE without
+//! `IORING_CQE_F_MORE`. An orphaned operation keeps the buffers, socket addresses and file
+//! descriptors it lent to the kernel (boxed as `dyn Any`) until its final completion arrives, so
+//! memory the kernel may still write into is never freed or reused early, and a descriptor number is
+//! never closed (and reused by another connection) while an operation on it is in flight.
+#![allow(unsafe_code)]
+
+mod error;
+mod op;
+pub mod ops;
+mod probe;
+
+pub use error::{classify_setup_error, RingError};
+pub use op::{install, try_with_ring, uninstall, with_ring, Op, OpStream};
+pub use probe::{features_in_use, Probe, SetupMode};
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use slab::Slab;
+
+/// `user_data` of completions nobody waits for (cancel requests, MSG_RING sends that failed).
+pub const TOKEN_IGNORE: u64 = u64::MAX;
+/// `user_data` that another core's `MSG_RING` puts on this ring: "look at your mailbox".
+pub const TOKEN_MAILBOX: u64 = u64::MAX - 1;
+
+/// Submission queue size. The completion queue is [`CQ_FACTOR`] times larger, because multishot
+/// operations produce many completions per submission.
+pub const SQ_ENTRIES: u32 = 1024;
+const CQ_FACTOR: u32 = 8;
+
+/// What the kernel returned for one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The result: a count or a descriptor when `>= 0`, `-errno` otherwise.
+    pub result: i32,
+    /// The CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER`, …).
+    pub flags: u32,
+}
+
+impl Completion {
+    /// The result as `io::Result`.
+    pub fn into_result(self) -> io::Result<u32> {
+        if self.result >= 0 {
+            Ok(self.result as u32)
+        } else {
+            Err(io::Error::from_raw_os_error(-self.result))
+        }
+    }
+
+    /// Whether more completions follow for the same (multishot) operation.
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+}
+
+enum State {
+    Waiting(Option<Waker>),
+    Done(Completion),
+    Streaming {
+        queue: VecDeque<Completion>,
+        waker: Option<Waker>,
+        finished: bool,
+    },
+    Orphaned {
+        _resources: Box<dyn Any>,
+        multishot: bool,
+    },
+}
+
+impl State {
+    /// Whether the kernel may still post a completion for this operation.
+    fn kernel_holds(&self) -> bool {
+        match self {
+            State::Waiting(_) | State::Orphaned { .. } => true,
+            State::Streaming { finished, .. } => !finished,
+            State::Done(_) => false,
+        }
+    }
+}
+
+struct Slot {
+    generation: u32,
+    state: State,
+}
+
+/// Counters a ring keeps about itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RingStats {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Submission queue entries pushed.
+    pub submitted: u64,
+    /// Completions reaped.
+    pub completions: u64,
+    /// Operations whose owner went away while the kernel still held them.
+    pub orphaned: u64,
+}
+
+/// One io_uring with its table of in-flight operations. Not `Send`: it lives and dies on the thread
+/// that created it (`SINGLE_ISSUER`).
+pub struct Ring {
+    uring: IoUring,
+    ops: Slab<Slot>,
+    generation: u32,
+    mode: SetupMode,
+    stats: RingStats,
+}
+
+impl Ring {
+    /// Creates a ring on the calling thread with `SINGLE_ISSUER | DEFER_TASKRUN`, falling back to
+    /// `COOP_TASKRUN` and then to no flags when the kernel refuses them.
+    pub fn new() -> Result<Ring, RingError> {
+        Self::with_entries(SQ_ENTRIES)
+    }
+
+    /// Like [`Ring::new`] with a chosen submission queue size.
+    pub fn with_entries(entries: u32) -> Result<Ring, RingError> {
+        let mut last = None;
+        for mode in [
+            SetupMode::DeferTaskrun,
+            SetupMode::CoopTaskrun,
+            SetupMode::Plain,
+        ] {
+            let mut builder = IoUring::builder();
+            builder.setup_cqsize(entries * CQ_FACTOR).setup_clamp();
+            match mode {
+                SetupMode::DeferTaskrun => {
+                    builder.setup_single_issuer().setup_defer_taskrun();
+                }
+                SetupMode::CoopTaskrun => {
+                    builder.setup_coop_taskrun();
+                }
+                SetupMode::Plain => {}
+            }
+            match builder.build(entries) {
+                Ok(uring) => {
+                    return Ok(Ring {
+                        uring,
+                        ops: Slab::with_capacity(256),
+                        generation: 0,
+                        mode,
+                        stats: RingStats::default(),
+                    })
+                }
+                // EINVAL: this kernel does not know these flags; try the next, simpler set.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+                Err(e) => return Err(classify_setup_error(&e)),
+            }
+        }
+        Err(classify_setup_error(&last.unwrap_or_else(|| {
+            io::Error::from_raw_os_error(libc::EINVAL)
+        })))
+    }
+
+    /// The setup flags in force.
+    pub fn mode(&self) -> SetupMode {
+        self.mode
+    }
+
+    /// The kernel's feature bits for this ring.
+    pub fn params(&self) -> &io_uring::Parameters {
+        self.uring.params()
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Operations submitted and not yet finished (including orphaned ones).
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Reads the kernel's opcode table.
+    pub fn probe(&self) -> io::Result<io_uring::Probe> {
+        let mut probe = io_uring::Probe::new();
+        self.uring.submitter().register_probe(&mut probe)?;
+        Ok(probe)
+    }
+
+    /// Queues one entry, submitting first if the submission queue is full.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the entry's final completion is reaped.
+    pub unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller guarantees the entry's pointers outlive the operation.
+            if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                self.stats.submitted += 1;
+                return;
+            }
+            // Full: hand what we have to the kernel, then retry.
+            if let Err(e) = self.enter(false) {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    // Nothing sensible can be done with an SQE we cannot queue; the operation's
+                    // owner would wait forever, so fail loudly instead.
+                    panic!("io_uring submission failed: {e}");
+                }
+                self.reap_into(&mut |_, _| {});
+            }
+        }
+    }
+
+    /// Submits `entry` as a new operation and returns its key.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the operation's final completion: the caller
+    /// keeps the pointed-to memory in the [`Op`] that owns the key (which hands it to
+    /// [`Ring::orphan`] if it is dropped early).
+    pub unsafe fn submit(&mut self, entry: squeue::Entry, multishot: bool) -> usize {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let state = if multishot {
+            State::Streaming {
+                queue: VecDeque::new(),
+                waker: None,
+                finished: false,
+            }
+        } else {
+            State::Waiting(None)
+        };
+        let key = self.ops.insert(Slot { generation, state });
+        let entry = entry.user_data(user_data(key, generation));
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push(&entry) };
+        key
+    }
+
+    /// Polls a single-shot operation: `Ready` once, after which the key is freed.
+    pub fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+        let slot = &mut self.ops[key];
+        match &mut slot.state {
+            State::Done(c) => {
+                let c = *c;
+                self.ops.remove(key);
+                Poll::Ready(c)
+            }
+            State::Waiting(w) => {
+                match w {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => unreachable!("poll_op on a multishot or orphaned operation"),
+        }
+    }
+
+    /// Polls a multishot operation: `Some` per completion, `None` after the final one (the key is
+    /// then freed).
+    pub fn poll_stream(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+        let slot = &mut self.ops[key];
+        match &mut slot.state {
+            State::Streaming {
+                queue,
+                waker,
+                finished,
+            } => {
+                if let Some(c) = queue.pop_front() {
+                    return Poll::Ready(Some(c));
+                }
+                if *finished {
+                    self.ops.remove(key);
+                    return Poll::Ready(None);
+                }
+                match waker {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => unreachable!("poll_stream on a single-shot or orphaned operation"),
+        }
+    }
+
+    /// The owner of `key` went away. If the kernel is done with it, free it now; otherwise keep
+    /// `resources` alive until its final completion and ask the kernel to cancel it.
+    pub fn orphan(&mut self, key: usize, resources: Box<dyn Any>) {
+        let slot = &mut self.ops[key];
+        let multishot = match &slot.state {
+            State::Done(_) => {
+                self.ops.remove(key);
+                return;
+            }
+            State::Streaming { finished: true, .. } => {
+                self.ops.remove(key);
+                return;
+            }
+            State::Streaming { .. } => true,
+            State::Waiting(_) => false,
+            State::Orphaned { .. } => return,
+        };
+        let target = user_data(key, slot.generation);
+        slot.state = State::Orphaned {
+            _resources: resources,
+            multishot,
+        };
+        self.stats.orphaned += 1;
+        let cancel = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(TOKEN_IGNORE);
+        // SAFETY: a cancel request holds no pointers.
+        unsafe { self.push(&cancel) };
+    }
+
+    /// Submits queued entries and, when `wait` is set, blocks until at least one completion is
+    /// ready. Always asks for completions (`GETEVENTS`), which `DEFER_TASKRUN` needs to run the
+    /// deferred work that produces them. One call per loop turn.
+    pub fn enter(&mut self, wait: bool) -> io::Result<()> {
+        let to_submit = self.uring.submission().len() as u32;
+        self.stats.enters += 1;
+        let flags = io_uring::EnterFlags::GETEVENTS.bits();
+        // SAFETY: no argument pointer is passed; the entries in the queue were pushed with the
+        // guarantees `push` demands.
+        let r = unsafe {
+            self.uring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, u32::from(wait), flags, None)
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            // EBUSY: the completion queue is full; the caller reaps and comes back.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every ready completion to its operation and wakes the waiter. Completions carrying a
+    /// reserved token (such as [`TOKEN_MAILBOX`]) go to `special`. Returns how many were reaped.
+    pub fn reap(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
+        self.reap_into(special)
+    }
+
+    fn reap_into(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
+        let mut n = 0;
+        loop {
+            let Some(cqe) = self.uring.completion().next() else {
+                break;
+            };
+            n += 1;
+            let ud = cqe.user_data();
+            let c = Completion {
+                result: cqe.result(),
+                flags: cqe.flags(),
+            };
+            if ud >= TOKEN_MAILBOX {
+                if ud != TOKEN_IGNORE {
+                    special(ud, c);
+                }
+                continue;
+            }
+            let (key, generation) = split_user_data(ud);
+            let Some(slot) = self.ops.get_mut(key) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            match &mut slot.state {
+                State::Waiting(w) => {
+                    let w = w.take();
+                    slot.state = State::Done(c);
+                    if let Some(w) = w {
+                        w.wake();
+                    }
+                }
+                State::Streaming {
+                    queue,
+                    waker,
+                    finished,
+                } => {
+                    if !c.more() {
+                        *finished = true;
+                    }
+                    queue.push_back(c);
+                    if let Some(w) = waker.take() {
+                        w.wake();
+                    }
+                }
+                State::Orphaned { multishot, .. } => {
+                    if !*multishot || !c.more() {
+                        self.ops.remove(key);
+                    }
+                }
+                State::Done(_) => {}
+            }
+        }
+        self.stats.completions += n as u64;
+        n
+    }
+
+    /// The ring's descriptor, the target of another ring's `MSG_RING`.
+    pub fn fd(&self) -> RawFd {
+        self.uring.as_raw_fd()
+    }
+
+    /// Sends a `MSG_RING` to `target_ring_fd` that posts a completion carrying `token` there.
+    /// The sender gets no completion on success.
+    pub fn msg_ring(&mut self, target_ring_fd: RawFd, token: u64) {
+        let entry = opcode::MsgRingData::new(io_uring::types::Fd(target_ring_fd), 0, token, None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(TOKEN_IGNORE);
+        // SAFETY: a MSG_RING data message holds no pointers into our memory.
+        unsafe { self.push(&entry) };
+    }
+
+    /// Cancels everything in flight and waits (up to `limit`) for the kernel to finish with it, so
+    /// no buffer is freed while the kernel may still use it. Returns operations left over.
+    pub fn drain(&mut self, limit: std::time::Duration) -> usize {
+        let keys: Vec<(usize, u32)> = self.ops.iter().map(|(k, s)| (k, s.generation)).collect();
+        for (key, generation) in keys {
+            let cancel = opcode::AsyncCancel::new(user_data(key, generation))
+                .build()
+                .user_data(TOKEN_IGNORE);
+            // SAFETY: a cancel request holds no pointers.
+            unsafe { self.push(&cancel) };
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while self.ops.iter().any(|(_, s)| s.state.kernel_holds())
+            && std::time::Instant::now() < deadline
+        {
+            let ts = io_uring::types::Timespec::new().nsec(10_000_000);
+            let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+            let _ = self.uring.submitter().submit_with_args(1, &args);
+            self.reap_into(&mut |_, _| {});
+        }
+        self.ops
+            .iter()
+            .filter(|(_, s)| s.state.kernel_holds())
+            .count()
+    }
+}
+
+fn user_data(key: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | key as u64
+}
+
+fn split_user_data(ud: u64) -> (usize, u32) {
+    ((ud & 0xffff_ffff) as usize, (ud >> 32) as u32)
+}

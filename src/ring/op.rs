@@ -1,0 +1,158 @@
+//! Operations as futures that own what they lend to the kernel, and the thread's current ring.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use io_uring::squeue;
+
+use super::{Completion, Ring};
+
+thread_local! {
+    static CURRENT: RefCell<Option<Ring>> = const { RefCell::new(None) };
+}
+
+/// Installs `ring` as this thread's ring. Returns the ring that was there.
+pub fn install(ring: Ring) -> Option<Ring> {
+    CURRENT.with(|c| c.borrow_mut().replace(ring))
+}
+
+/// Removes this thread's ring.
+pub fn uninstall() -> Option<Ring> {
+    CURRENT.with(|c| c.borrow_mut().take())
+}
+
+/// Runs `f` with this thread's ring if it has one that is not in use; `None` otherwise.
+pub fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.as_mut().map(f)))
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` with this thread's ring.
+///
+/// # Panics
+/// When the thread has no ring: operations only exist inside the runtime.
+pub fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let ring = c
+            .as_mut()
+            .expect("no io_uring on this thread: run this inside the ringnode runtime");
+        f(ring)
+    })
+}
+
+/// A single-shot operation on this thread's ring. Resolves to its completion and the resources it
+/// lent to the kernel (a buffer, a socket address, a descriptor). Dropping it before it resolves
+/// cancels the operation and keeps `T` alive until the kernel is done with it.
+pub struct Op<T: 'static> {
+    key: Option<usize>,
+    data: Option<T>,
+}
+
+impl<T: 'static> Op<T> {
+    /// Submits `entry`.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must point into heap memory owned by `data` (which may move, but
+    /// whose heap allocations must not), or into memory that outlives the operation.
+    pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
+        // SAFETY: forwarded: `data` keeps the pointed-to memory alive for as long as the slot.
+        let key = with_ring(|r| unsafe { r.submit(entry, false) });
+        Op {
+            key: Some(key),
+            data: Some(data),
+        }
+    }
+}
+
+impl<T: 'static> Unpin for Op<T> {}
+
+impl<T: 'static> Future for Op<T> {
+    type Output = (Completion, T);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let key = self.key.expect("Op polled after completion");
+        match with_ring(|r| r.poll_op(key, cx)) {
+            Poll::Ready(c) => {
+                self.key = None;
+                Poll::Ready((
+                    c,
+                    self.data.take().expect("Op data present until completion"),
+                ))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let data: Box<dyn Any> = Box::new(self.data.take());
+            // The ring may already be gone if the thread is exiting; then the kernel is too.
+            let _ = CURRENT.try_with(|c| {
+                if let Some(r) = c.borrow_mut().as_mut() {
+                    r.orphan(key, data);
+                }
+            });
+        }
+    }
+}
+
+/// A multishot operation: a stream of completions until the one without `IORING_CQE_F_MORE`.
+pub struct OpStream<T: 'static> {
+    key: Option<usize>,
+    data: Option<T>,
+}
+
+impl<T: 'static> OpStream<T> {
+    /// Submits a multishot `entry`.
+    ///
+    /// # Safety
+    /// As for [`Op::submit`].
+    pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> OpStream<T> {
+        // SAFETY: forwarded, as in `Op::submit`.
+        let key = with_ring(|r| unsafe { r.submit(entry, true) });
+        OpStream {
+            key: Some(key),
+            data: Some(data),
+        }
+    }
+
+    /// The next completion, or `None` once the kernel has ended the operation.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+        let Some(key) = self.key else {
+            return Poll::Ready(None);
+        };
+        match with_ring(|r| r.poll_stream(key, cx)) {
+            Poll::Ready(None) => {
+                self.key = None;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    /// Waits for the next completion.
+    pub async fn next(&mut self) -> Option<Completion> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
+impl<T: 'static> Drop for OpStream<T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let data: Box<dyn Any> = Box::new(self.data.take());
+            let _ = CURRENT.try_with(|c| {
+                if let Some(r) = c.borrow_mut().as_mut() {
+                    r.orphan(key, data);
+                }
+            });
+        }
+    }
+}

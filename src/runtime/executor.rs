@@ -1,0 +1,256 @@
+//! The local executor of one core: `!Send` tasks in a slab, a run queue, wakers that stay local
+//! when used on their own core and go through the mailbox when used on another thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use slab::Slab;
+
+use super::mailbox::CoreShared;
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+struct TaskSlot {
+    future: Option<LocalFuture>,
+    scheduled: bool,
+    waker: Waker,
+}
+
+struct TaskWaker {
+    task: usize,
+    core: Arc<CoreShared>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let local = Executor::try_current().filter(|e| Arc::ptr_eq(&e.shared, &self.core));
+        match local {
+            Some(exec) => exec.schedule(self.task),
+            None => self.core.remote_wake(self.task),
+        }
+    }
+}
+
+/// One core's executor. Lives in a thread-local while the core runs.
+pub struct Executor {
+    tasks: RefCell<Slab<TaskSlot>>,
+    run_queue: RefCell<VecDeque<usize>>,
+    pub(crate) shared: Arc<CoreShared>,
+    shutdown: Cell<bool>,
+    shutdown_waiters: RefCell<Vec<Waker>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+}
+
+impl Executor {
+    pub(crate) fn new(shared: Arc<CoreShared>) -> Rc<Executor> {
+        Rc::new(Executor {
+            tasks: RefCell::new(Slab::with_capacity(1024)),
+            run_queue: RefCell::new(VecDeque::with_capacity(1024)),
+            shared,
+            shutdown: Cell::new(false),
+            shutdown_waiters: RefCell::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn enter(self: &Rc<Self>) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+    }
+
+    pub(crate) fn leave() {
+        let exec = CURRENT.with(|c| c.borrow_mut().take());
+        if let Some(exec) = exec {
+            exec.drop_all_tasks();
+        }
+    }
+
+    /// This thread's executor, if it runs one.
+    pub(crate) fn try_current() -> Option<Rc<Executor>> {
+        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+    }
+
+    pub(crate) fn current() -> Rc<Executor> {
+        Self::try_current().expect("no ringnode runtime on this thread")
+    }
+
+    pub(crate) fn spawn_boxed(&self, future: LocalFuture) -> usize {
+        let mut tasks = self.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let id = entry.key();
+        let waker = Waker::from(Arc::new(TaskWaker {
+            task: id,
+            core: self.shared.clone(),
+        }));
+        entry.insert(TaskSlot {
+            future: Some(future),
+            scheduled: true,
+            waker,
+        });
+        self.run_queue.borrow_mut().push_back(id);
+        id
+    }
+
+    pub(crate) fn schedule(&self, id: usize) {
+        let mut tasks = self.tasks.borrow_mut();
+        if let Some(slot) = tasks.get_mut(id) {
+            if !slot.scheduled {
+                slot.scheduled = true;
+                self.run_queue.borrow_mut().push_back(id);
+            }
+        }
+    }
+
+    /// Polls ready tasks, at most `budget` of them. Returns whether more are ready.
+    pub(crate) fn run_ready(&self, budget: usize) -> bool {
+        for _ in 0..budget {
+            let Some(id) = self.run_queue.borrow_mut().pop_front() else {
+                return false;
+            };
+            let (future, waker) = {
+                let mut tasks = self.tasks.borrow_mut();
+                let Some(slot) = tasks.get_mut(id) else {
+                    continue;
+                };
+                slot.scheduled = false;
+                (slot.future.take(), slot.waker.clone())
+            };
+            let Some(mut future) = future else { continue };
+            let mut cx = Context::from_waker(&waker);
+            let done = future.as_mut().poll(&mut cx).is_ready();
+            let mut tasks = self.tasks.borrow_mut();
+            if done {
+                tasks.remove(id);
+                drop(tasks);
+                drop(future);
+            } else if let Some(slot) = tasks.get_mut(id) {
+                slot.future = Some(future);
+            }
+        }
+        !self.run_queue.borrow().is_empty()
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.run_queue.borrow().is_empty()
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        if !self.shutdown.replace(true) {
+            for w in self.shutdown_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shutdown.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.shutdown_waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.get()
+    }
+
+    /// Drops every task (cancelling its operations) outside any borrow, since dropping a future
+    /// may touch the executor again.
+    fn drop_all_tasks(&self) {
+        let futures: Vec<LocalFuture> = self
+            .tasks
+            .borrow_mut()
+            .drain()
+            .filter_map(|s| s.future)
+            .collect();
+        drop(futures);
+        self.run_queue.borrow_mut().clear();
+    }
+}
+
+/// Waits for a spawned task's output. Dropping it detaches the task.
+pub struct JoinHandle<T> {
+    state: Rc<RefCell<JoinState<T>>>,
+}
+
+struct JoinState<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut st = self.state.borrow_mut();
+        match st.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.state.borrow().value.is_some()
+    }
+}
+
+/// Spawns a task on this core.
+///
+/// # Panics
+/// Outside the runtime.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let state = Rc::new(RefCell::new(JoinState {
+        value: None,
+        waker: None,
+    }));
+    let st = state.clone();
+    Executor::current().spawn_boxed(Box::pin(async move {
+        let v = future.await;
+        let waker = {
+            let mut s = st.borrow_mut();
+            s.value = Some(v);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }));
+    JoinHandle { state }
+}
+
+/// Resolves when this core has been asked to stop (SIGINT/SIGTERM or [`super::Handle::shutdown`]).
+pub async fn shutdown_requested() {
+    std::future::poll_fn(|cx| Executor::current().poll_shutdown(cx)).await
+}
+
+/// Index of the core this task runs on.
+pub fn current_core() -> usize {
+    Executor::current().shared.index
+}
+
+/// Whether this core has been asked to stop.
+pub fn is_shutting_down() -> bool {
+    Executor::current().is_shutting_down()
+}

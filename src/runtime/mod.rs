@@ -1,0 +1,327 @@
+//! Thread-per-core: one pinned thread per core, each with its ring and a local executor of `!Send`
+//! tasks; timers; the cross-core mailboxes; shutdown on SIGINT/SIGTERM.
+//!
+//! Knows nothing of what peers say. A core's loop turn is: poll ready tasks, take what other cores
+//! sent, then one `io_uring_enter` (waiting only when no task is ready) and dispatch completions.
+
+mod executor;
+mod mailbox;
+mod time;
+
+pub use executor::{current_core, is_shutting_down, shutdown_requested, spawn, JoinHandle};
+pub use mailbox::{CoreShared, Message, MAILBOX_CAPACITY};
+pub use time::{join, select, sleep, sleep_until, timeout, timeout_at, Either, Elapsed};
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use executor::Executor;
+
+use crate::ring::{self, ops, Ring, RingError, SetupMode};
+
+/// Tasks polled per loop turn before the ring is entered again, so I/O is never starved.
+const TASK_BUDGET: usize = 256;
+/// How long a stopping core waits for the kernel to give back what it holds.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// A handle on every core of a running runtime: send them work, ask them to stop.
+#[derive(Clone)]
+pub struct Handle {
+    cores: Arc<Vec<Arc<CoreShared>>>,
+    signals: Arc<AtomicUsize>,
+}
+
+impl Handle {
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// Queues `msg` to run on core `index`. A full mailbox gives the message back.
+    pub fn send(&self, index: usize, msg: Message) -> Result<(), Message> {
+        self.cores[index].send(msg)
+    }
+
+    /// Asks every core to stop.
+    pub fn shutdown(&self) {
+        for c in self.cores.iter() {
+            c.request_stop();
+        }
+    }
+
+    /// How many SIGINT/SIGTERM the runtime received.
+    pub fn signals_received(&self) -> usize {
+        self.signals.load(Ordering::SeqCst)
+    }
+}
+
+/// What a core's entry function learns about where it runs.
+#[derive(Clone)]
+pub struct CoreInfo {
+    /// Index of this core in the runtime, `0..count`.
+    pub index: usize,
+    /// Number of cores in the runtime.
+    pub count: usize,
+    /// The CPU this core's thread is pinned to, if pinned.
+    pub cpu: Option<usize>,
+    /// The setup flags of this core's ring.
+    pub mode: SetupMode,
+    /// Handle on all cores.
+    pub handle: Handle,
+}
+
+/// How a runtime is laid out.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// One core (thread + ring) per entry; `Some(cpu)` pins the thread to that CPU.
+    pub cpus: Vec<Option<usize>>,
+    /// Read SIGINT/SIGTERM on core 0 and turn them into a shutdown of every core.
+    pub handle_signals: bool,
+    /// Thread name prefix.
+    pub name: String,
+}
+
+impl RuntimeConfig {
+    /// `n` cores pinned to the first `n` CPUs of `cpus` (unpinned when `pin` is false).
+    pub fn on_cpus(cpus: &[usize], pin: bool, name: &str) -> RuntimeConfig {
+        RuntimeConfig {
+            cpus: cpus.iter().map(|&c| pin.then_some(c)).collect(),
+            handle_signals: false,
+            name: name.into(),
+        }
+    }
+}
+
+/// Errors starting a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A core could not create its ring.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// A thread, signalfd or eventfd could not be created.
+    #[error("cannot start the runtime: {0}")]
+    Io(#[from] std::io::Error),
+    /// A core's thread panicked.
+    #[error("core {0} panicked")]
+    Panicked(usize),
+}
+
+/// A runtime whose cores are running; [`Running::join`] waits for their results.
+pub struct Running<R> {
+    handle: Handle,
+    threads: Vec<std::thread::JoinHandle<Option<R>>>,
+}
+
+impl<R> Running<R> {
+    /// The handle on its cores.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Waits for every core's entry future to finish and returns their outputs in core order.
+    pub fn join(self) -> Result<Vec<R>, RuntimeError> {
+        let mut out = Vec::with_capacity(self.threads.len());
+        for (i, t) in self.threads.into_iter().enumerate() {
+            out.push(t.join().ok().flatten().ok_or(RuntimeError::Panicked(i))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Starts one thread per core and runs `entry(core)` on each. Returns once every ring exists (or
+/// with the first core's error, after stopping the others).
+pub fn start<F, Fut, R>(config: RuntimeConfig, entry: F) -> Result<Running<R>, RuntimeError>
+where
+    F: Fn(CoreInfo) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let shared: Vec<Arc<CoreShared>> = (0..config.cpus.len())
+        .map(|i| CoreShared::new(i).map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    let handle = Handle {
+        cores: Arc::new(shared),
+        signals: Arc::new(AtomicUsize::new(0)),
+    };
+    let signalfd = if config.handle_signals {
+        crate::sys::block_stop_signals();
+        Some(crate::sys::stop_signalfd()?)
+    } else {
+        None
+    };
+    let mut signalfd = signalfd.map(Rc::new);
+    let entry = Arc::new(entry);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), RingError>>();
+    let mut threads = Vec::new();
+    for (index, &cpu) in config.cpus.iter().enumerate() {
+        let handle_c = handle.clone();
+        let entry = entry.clone();
+        let ready = ready_tx.clone();
+        // The signalfd goes to core 0 only. Rc is not Send, so hand over the raw OwnedFd.
+        let sigfd = if index == 0 {
+            signalfd.take().and_then(|r| Rc::try_unwrap(r).ok())
+        } else {
+            None
+        };
+        let count = config.cpus.len();
+        let t = std::thread::Builder::new()
+            .name(format!("{}-{index}", config.name))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    // Pinning can fail inside a restricted cpuset; the core then runs unpinned.
+                    let _ = crate::sys::pin_current_thread(cpu);
+                }
+                let ring = match Ring::new() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        // Nothing else to run; the caller reports the error.
+                        return None;
+                    }
+                };
+                let mode = ring.mode();
+                let shared = handle_c.cores[index].clone();
+                shared.set_ring_fd(ring.fd());
+                ring::install(ring);
+                let _ = ready.send(Ok(()));
+                drop(ready);
+                let info = CoreInfo {
+                    index,
+                    count,
+                    cpu,
+                    mode,
+                    handle: handle_c.clone(),
+                };
+                let out = run_core(shared, &handle_c, sigfd, entry(info));
+                Some(out)
+            })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut first_err = None;
+    for _ in 0..config.cpus.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(e) = first_err {
+        handle.shutdown();
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e.into());
+    }
+    Ok(Running { handle, threads })
+}
+
+/// [`start`] and then [`Running::join`].
+pub fn run<F, Fut, R>(config: RuntimeConfig, entry: F) -> Result<Vec<R>, RuntimeError>
+where
+    F: Fn(CoreInfo) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    start(config, entry)?.join()
+}
+
+/// Watches the eventfd through which threads without a ring wake this core.
+async fn watch_eventfd(fd: ops::SharedFd) {
+    let mut buf = Vec::with_capacity(8);
+    loop {
+        buf.clear();
+        let (c, (_, b)) = ops::read(fd.clone(), buf).await;
+        buf = b;
+        if c.result < 0 && c.result != -libc::EAGAIN && c.result != -libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// Reads SIGINT/SIGTERM and asks every core to stop. A second signal ends the process at once.
+async fn watch_signals(fd: ops::SharedFd, handle: Handle) {
+    let mut buf = Vec::with_capacity(crate::sys::SIGINFO_SIZE);
+    loop {
+        buf.clear();
+        let (c, (_, b)) = ops::read(fd.clone(), buf).await;
+        buf = b;
+        if c.result == -libc::EAGAIN || c.result == -libc::EINTR {
+            continue;
+        }
+        if c.result <= 0 {
+            return;
+        }
+        if handle.signals.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("ringnode: second signal, exiting without draining");
+            std::process::exit(130);
+        }
+        handle.shutdown();
+    }
+}
+
+fn run_core<Fut: Future + 'static>(
+    shared: Arc<CoreShared>,
+    handle: &Handle,
+    sigfd: Option<std::os::fd::OwnedFd>,
+    main: Fut,
+) -> Fut::Output {
+    let exec = Executor::new(shared.clone());
+    exec.enter();
+    // The eventfd is shared with other threads through CoreShared; duplicate it for the ring.
+    if let Ok(efd) = shared.eventfd().try_clone() {
+        spawn(watch_eventfd(Rc::new(efd)));
+    }
+    if let Some(fd) = sigfd {
+        spawn(watch_signals(Rc::new(fd), handle.clone()));
+    }
+    let main = spawn(main);
+    let mut wakes = Vec::new();
+    let mut msgs: Vec<Message> = Vec::new();
+    loop {
+        exec.run_ready(TASK_BUDGET);
+        if main.is_finished() {
+            break;
+        }
+        if shared.take_arrivals(&mut wakes, &mut msgs) {
+            for id in wakes.drain(..) {
+                exec.schedule(id);
+            }
+            for m in msgs.drain(..) {
+                m();
+            }
+            if shared.stop_requested() {
+                exec.begin_shutdown();
+            }
+        }
+        let wait = !exec.has_ready();
+        let entered = ring::with_ring(|r| {
+            let e = r.enter(wait);
+            r.reap(&mut |_, _| {});
+            e
+        });
+        if let Err(e) = entered {
+            // The ring itself failed: nothing on this core can make progress.
+            panic!("io_uring_enter failed: {e}");
+        }
+    }
+    Executor::leave();
+    let out = {
+        let mut main = main;
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match std::pin::Pin::new(&mut main).poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => unreachable!("main finished"),
+        }
+    };
+    if let Some(mut ring) = ring::uninstall() {
+        ring.drain(DRAIN_LIMIT);
+    }
+    out
+}
