@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Echo server: sends back every byte (TCP) or datagram (UDP) it receives.
     Echo {
-        /// Address to listen on, e.g. 127.0.0.1:7000 or [::1]:7000 (port 0: any free port).
+        /// Address to listen on, e.g. `127.0.0.1:7000` or `[::1]:7000` (port 0: any free port).
         #[arg(long, value_parser = parse_addr)]
         listen: SocketAddr,
         /// Cores (pinned threads, one ring each); default: every CPU this process may use.

@@ -43,7 +43,7 @@ pub const TOKEN_IGNORE: u64 = u64::MAX;
 /// `user_data` that another core's `MSG_RING` puts on this ring: "look at your mailbox".
 pub const TOKEN_MAILBOX: u64 = u64::MAX - 1;
 
-/// Submission queue size. The completion queue is [`CQ_FACTOR`] times larger, because multishot
+/// Submission queue size. The completion queue is `CQ_FACTOR` (8) times larger, because multishot
 /// operations produce many completions per submission.
 pub const SQ_ENTRIES: u32 = 1024;
 const CQ_FACTOR: u32 = 8;

@@ -52,7 +52,7 @@ pub const OPCODES: &[(&str, u8, bool)] = &[
 pub struct Probe {
     /// Setup flags in force.
     pub mode: SetupMode,
-    /// `(name, supported, required)` for each opcode in [`OPCODES`].
+    /// `(name, supported, required)` for each opcode in `OPCODES`.
     pub opcodes: Vec<(&'static str, bool, bool)>,
     /// `(name, present)` for the kernel features the runtime looks at.
     pub features: Vec<(&'static str, bool)>,

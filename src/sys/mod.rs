@@ -54,7 +54,7 @@ pub fn nofile_limit() -> (u64, u64) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return (1024, 1024);
     }
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new soft limit.

@@ -1,0 +1,148 @@
+//! Helpers shared by the integration tests: run the real binary, find the address it listens on,
+//! stop it with a signal, with generous time bounds (these machines are small and shared).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringnode")
+}
+
+pub fn ringnode(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).stdin(Stdio::null());
+    c
+}
+
+/// Runs to completion with a time bound; panics (and kills the child) if it takes longer.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringnode");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "ringnode did not finish within {limit:?}; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A server process, stopped (SIGKILL) on drop if the test did not stop it.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    stdout_rest: Option<mpsc::Receiver<String>>,
+}
+
+impl Server {
+    /// Starts `ringnode echo` with `args` and waits (up to 20 s) for its "listening on" line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = ringnode(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(20));
+        let line = match first {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("server did not report its address; stderr: {err}");
+            }
+        };
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        Server {
+            child: Some(child),
+            addr,
+            stdout_rest: Some(rx),
+        }
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit; returns (exit code, rest of stdout,
+    /// stderr).
+    pub fn stop(mut self, limit: Duration) -> (i32, String, String) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        if let Some(rx) = self.stdout_rest.take() {
+            while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code().unwrap_or(-1), out, err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Parses "N connections, A messages / B bytes in, C messages / D bytes out" from the stop line.
+pub fn parse_stop_line(out: &str) -> (u64, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("no stop line in: {out}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // connections, msgs in, bytes in, msgs out, bytes out, errors
+    (nums[0], nums[2], nums[4])
+}
