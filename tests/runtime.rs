@@ -23,7 +23,7 @@ fn cancelled_recv_keeps_its_buffer_until_the_kernel_lets_go() {
         let fd: ops::SharedFd = Rc::new(a.into());
         let before = with_ring(|r| r.stats().orphaned);
         // A receive that cannot complete, abandoned after 20 ms.
-        let pending = ops::recv(fd.clone(), Vec::with_capacity(4096));
+        let pending = ops::recv(fd.clone(), Vec::with_capacity(4096), false);
         let raced = runtime::timeout(Duration::from_millis(20), pending).await;
         assert!(
             raced.is_err(),
@@ -53,7 +53,7 @@ fn cancelled_recv_keeps_its_buffer_until_the_kernel_lets_go() {
         // Data sent now must go to a new receive, and nothing may have written into the churned
         // memory.
         b.write_all(b"after cancel").unwrap();
-        let (c, (_, mut buf)) = ops::recv(fd.clone(), Vec::with_capacity(64)).await;
+        let (c, (_, mut buf)) = ops::recv(fd.clone(), Vec::with_capacity(64), false).await;
         let n = c.into_result().unwrap() as usize;
         ops::received(&mut buf, n);
         assert_eq!(&buf[..], b"after cancel");

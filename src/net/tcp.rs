@@ -126,13 +126,19 @@ where
 /// A connected TCP stream on the ring.
 pub struct TcpStream {
     fd: SharedFd,
+    /// The last receive left the socket empty (it did not fill its buffer), so the next one will
+    /// most likely have to wait: ask the kernel to poll first instead of trying at once.
+    drained: std::cell::Cell<bool>,
 }
 
 impl TcpStream {
     /// Wraps a connected descriptor (sets `TCP_NODELAY`).
     pub fn from_fd(fd: OwnedFd) -> TcpStream {
         let _ = SockRef::from(&fd).set_nodelay(true);
-        TcpStream { fd: Rc::new(fd) }
+        TcpStream {
+            fd: Rc::new(fd),
+            drained: std::cell::Cell::new(false),
+        }
     }
 
     /// Connects to `addr`, optionally from `source` (port chosen by the kernel).
@@ -153,15 +159,20 @@ impl TcpStream {
         let fd: SharedFd = Rc::new(socket.into());
         let (c, (fd, _)) = ops::connect(fd, addr).await;
         c.into_result().map_err(|e| NetError::at(addr, e))?;
-        Ok(TcpStream { fd })
+        Ok(TcpStream {
+            fd,
+            drained: std::cell::Cell::new(false),
+        })
     }
 
     /// Receives into the spare capacity of `buf`; returns the byte count (0 at end of stream) and
     /// the buffer with its length grown by that count.
     pub async fn recv(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        let (c, (_, mut buf)) = ops::recv(self.fd.clone(), buf).await;
+        let room = buf.capacity() - buf.len();
+        let (c, (_, mut buf)) = ops::recv(self.fd.clone(), buf, self.drained.get()).await;
         match c.into_result() {
             Ok(n) => {
+                self.drained.set((n as usize) < room);
                 ops::received(&mut buf, n as usize);
                 (Ok(n as usize), buf)
             }

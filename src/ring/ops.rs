@@ -111,15 +111,24 @@ pub fn connect(fd: SharedFd, addr: SocketAddr) -> Op<(SharedFd, Box<SockAddr>)> 
     unsafe { Op::submit(entry, (fd, addr)) }
 }
 
+/// `IORING_RECVSEND_POLL_FIRST`: wait for readiness before trying the receive.
+const RECVSEND_POLL_FIRST: u16 = 1;
+
 /// Receives into the spare capacity of `buf` (after its length). On completion the caller adds
 /// the result to the length with [`received`].
-pub fn recv(fd: SharedFd, mut buf: Vec<u8>) -> Op<(SharedFd, Vec<u8>)> {
+///
+/// `poll_first` skips the kernel's first, non-blocking attempt: right for a receive that most
+/// likely finds the socket empty (the previous one drained it), where that attempt is wasted work.
+pub fn recv(fd: SharedFd, mut buf: Vec<u8>, poll_first: bool) -> Op<(SharedFd, Vec<u8>)> {
     let spare = buf.spare_capacity_mut();
     let (ptr, len) = (
         spare.as_mut_ptr().cast::<u8>(),
         spare.len().min(u32::MAX as usize) as u32,
     );
-    let entry = opcode::Recv::new(fd_of(&fd), ptr, len).build();
+    let ioprio = if poll_first { RECVSEND_POLL_FIRST } else { 0 };
+    let entry = opcode::Recv::new(fd_of(&fd), ptr, len)
+        .ioprio(ioprio)
+        .build();
     // SAFETY: the pointer is into the Vec's heap allocation, owned by the op; moving the Vec does
     // not move its allocation.
     unsafe { Op::submit(entry, (fd, buf)) }
