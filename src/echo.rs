@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use socket2::SockRef;
 
-use crate::net::{serve_tcp, NetError, TcpListener, TcpStream, UdpSocket};
+use crate::frame::{close_frame, hello_payload, Frame, FrameDecoder, FrameEncoder, Kind};
+use crate::net::{serve_tcp, NetError, SendQueue, TcpListener, TcpStream, UdpSocket};
 use crate::ring::ops::SharedFd;
 use crate::runtime::{self, Running, RuntimeConfig, RuntimeError};
 
-/// Receive buffer per connection (TCP) or per core (UDP).
+/// Receive buffer per core (UDP).
 const ECHO_BUF: usize = 64 * 1024;
 /// How long a stopping server waits for its connections to wind down.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -27,14 +28,18 @@ pub struct EchoStats {
     pub connections: u64,
     /// Receive completions with data (TCP) or datagrams (UDP).
     pub messages_in: u64,
-    /// Bytes received.
+    /// Bytes received (framed: all bytes on the wire).
     pub bytes_in: u64,
     /// Sends completed (TCP: one per receive echoed) or datagrams sent (UDP).
     pub messages_out: u64,
-    /// Bytes sent.
+    /// Bytes sent (framed: DATA frames echoed, headers included).
     pub bytes_out: u64,
     /// Connections that ended with an error (reset, broken pipe) rather than a clean close.
     pub errors: u64,
+    /// Framed connections closed for bad input, by reason (indexed like [`crate::frame::FrameError::NAMES`]).
+    pub frame_errors: [u64; 9],
+    /// Receive buffer pool counters.
+    pub pool: crate::buf::PoolStats,
 }
 
 impl EchoStats {
@@ -46,6 +51,12 @@ impl EchoStats {
         self.messages_out += o.messages_out;
         self.bytes_out += o.bytes_out;
         self.errors += o.errors;
+        self.pool.enobufs += o.pool.enobufs;
+        self.pool.leases += o.pool.leases;
+        self.pool.recycled += o.pool.recycled;
+        for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
+            *a += b;
+        }
     }
 }
 
@@ -67,6 +78,23 @@ fn bump(f: impl FnOnce(&mut EchoStats)) {
     });
 }
 
+/// Settings of the framed path.
+#[derive(Debug, Clone, Copy)]
+pub struct FramedOpts {
+    /// Largest payload accepted.
+    pub max_payload: u32,
+    /// Bytes a connection may have queued for sending.
+    pub send_limit: usize,
+    /// Payloads of this size or more go out with zero-copy send.
+    pub zc_threshold: usize,
+}
+
+impl Default for FramedOpts {
+    fn default() -> Self {
+        FramedOpts { max_payload: crate::frame::DEFAULT_MAX_PAYLOAD, send_limit: 4 << 20, zc_threshold: 64 * 1024 }
+    }
+}
+
 /// An echo server's settings.
 #[derive(Debug, Clone)]
 pub struct EchoConfig {
@@ -74,6 +102,8 @@ pub struct EchoConfig {
     pub listen: SocketAddr,
     /// UDP instead of TCP.
     pub udp: bool,
+    /// Echo native frames instead of bytes (TCP only).
+    pub framed: Option<FramedOpts>,
     /// The runtime layout.
     pub runtime: RuntimeConfig,
 }
@@ -107,20 +137,18 @@ impl EchoServer {
             (l.into_fd(), local)
         };
         let udp = config.udp;
+        let framed = config.framed;
         // Core 0 accepts (TCP); for UDP every core receives on its own duplicate of the socket.
         let listener = Arc::new(Mutex::new(Some(fd)));
         let running = runtime::start(config.runtime, move |core| {
             let fd = if udp {
-                listener
-                    .lock()
-                    .ok()
-                    .and_then(|l| l.as_ref().and_then(|f| f.try_clone().ok()))
+                listener.lock().ok().and_then(|l| l.as_ref().and_then(|f| f.try_clone().ok()))
             } else if core.index == 0 {
                 listener.lock().ok().and_then(|mut l| l.take())
             } else {
                 None
             };
-            core_main(core, fd, udp)
+            core_main(core, fd, udp, framed)
         })?;
         Ok(EchoServer { local, running })
     }
@@ -145,15 +173,18 @@ impl EchoServer {
     }
 }
 
-async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool) -> EchoStats {
+async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, framed: Option<FramedOpts>) -> EchoStats {
     match (fd, udp) {
         (Some(fd), true) => {
             let sock = UdpSocket::from_fd(fd);
             let _ = runtime::select(echo_udp(&sock), runtime::shutdown_requested()).await;
         }
         (Some(fd), false) => {
-            let on_conn = Arc::new(|stream: TcpStream| {
-                runtime::spawn(echo_tcp(stream));
+            let on_conn = Arc::new(move |stream: TcpStream| {
+                match framed {
+                    Some(opts) => runtime::spawn(echo_framed(stream, opts)),
+                    None => runtime::spawn(echo_tcp(stream)),
+                };
             });
             if let Err(e) = serve_tcp(fd, core.handle.clone(), on_conn).await {
                 eprintln!("ringnode: accept failed: {e}");
@@ -172,42 +203,117 @@ async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool) -> E
     while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
         runtime::sleep(Duration::from_millis(5)).await;
     }
-    STATE.with(|s| s.stats.get())
+    let mut stats = STATE.with(|s| s.stats.get());
+    if let Some(p) = crate::buf::pool_stats() {
+        stats.pool = p;
+    }
+    stats
 }
 
-/// Echoes one connection until end of stream or error.
+/// Echoes one connection until end of stream or error. What arrives in a pool buffer goes back
+/// out of the same buffer: no copy in user space.
 async fn echo_tcp(stream: TcpStream) {
     let slot = STATE.with(|s| s.open.borrow_mut().insert(stream.shared_fd()));
     bump(|s| s.connections += 1);
-    let mut buf = Vec::with_capacity(ECHO_BUF);
+    let mut rx = stream.recv_stream();
     let mut failed = false;
-    loop {
-        buf.clear();
-        let (r, b) = stream.recv(buf).await;
-        buf = b;
-        let n = match r {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(_) => {
-                failed = true;
-                break;
-            }
+    while let Some(r) = rx.next().await {
+        let Ok(chunk) = r else {
+            failed = true;
+            break;
         };
+        let n = chunk.len() as u64;
         bump(|s| {
             s.messages_in += 1;
-            s.bytes_in += n as u64;
+            s.bytes_in += n;
         });
-        let (r, b) = stream.send_all(buf).await;
-        buf = b;
-        if r.is_err() {
+        if stream.send_all(chunk).await.0.is_err() {
             failed = true;
             break;
         }
         bump(|s| {
             s.messages_out += 1;
-            s.bytes_out += n as u64;
+            s.bytes_out += n;
         });
     }
+    drop(rx);
+    if failed {
+        bump(|s| s.errors += 1);
+    }
+    STATE.with(|s| s.open.borrow_mut().remove(slot));
+    let _ = stream.close().await;
+}
+
+/// Echoes DATA frames (and answers PINGs) on one connection. All frames decoded from one receive
+/// go back in one vectored send: each a header from the encoder and the payload as a slice of the
+/// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
+async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
+    let slot = STATE.with(|s| s.open.borrow_mut().insert(stream.shared_fd()));
+    bump(|s| s.connections += 1);
+    let mut rx = stream.recv_stream();
+    let mut dec = FrameDecoder::new(opts.max_payload);
+    let mut enc = FrameEncoder::with_capacity(64);
+    let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
+    let hello = Frame { kind: Kind::Hello, flags: 0, payload: hello_payload() };
+    let mut failed = tx.push(&enc.encode(&hello)).is_err() || tx.flush().await.is_err();
+    'conn: while !failed {
+        let chunk = match rx.next().await {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(_)) => {
+                failed = true;
+                break;
+            }
+        };
+        let n = chunk.len() as u64;
+        bump(|s| s.bytes_in += n);
+        dec.push(chunk);
+        while let Some(r) = dec.next_frame() {
+            let reply = match r {
+                Ok(f) => match f.kind {
+                    Kind::Data => {
+                        bump(|s| s.messages_in += 1);
+                        f
+                    }
+                    Kind::Ping => Frame { kind: Kind::Pong, flags: 0, payload: f.payload },
+                    Kind::Close => break 'conn,
+                    Kind::Hello | Kind::Pong => continue,
+                },
+                Err(e) => {
+                    bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
+                    let close = close_frame(e.code(), &e.to_string());
+                    // Where the socket still allows it, say why before closing.
+                    if tx.push(&enc.encode(&close)).is_err() {
+                        let _ = tx.flush().await;
+                        let _ = tx.push(&enc.encode(&close));
+                    }
+                    let _ = tx.flush().await;
+                    let _ = stream.shutdown_write().await;
+                    break 'conn;
+                }
+            };
+            let parts = enc.encode(&reply);
+            let len = parts[0].len() + parts[1].len();
+            if tx.push(&parts).is_err() {
+                // Full: this connection waits for its own send; no other connection is held up.
+                if tx.flush().await.is_err() {
+                    failed = true;
+                    break 'conn;
+                }
+                let _ = tx.push(&parts);
+            }
+            if reply.kind == Kind::Data {
+                bump(|s| {
+                    s.messages_out += 1;
+                    s.bytes_out += len as u64;
+                });
+            }
+        }
+        if tx.flush().await.is_err() {
+            failed = true;
+        }
+    }
+    drop(rx);
     if failed {
         bump(|s| s.errors += 1);
     }
@@ -226,10 +332,7 @@ async fn echo_udp(sock: &UdpSocket) {
             Ok((n, Some(peer))) => (n, peer),
             // A datagram without a usable sender, or an ICMP error surfacing on the socket.
             Ok((_, None)) => continue,
-            Err(e)
-                if e.raw_os_error() == Some(libc::ECONNREFUSED)
-                    || e.kind() == std::io::ErrorKind::Interrupted =>
-            {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) || e.kind() == std::io::ErrorKind::Interrupted => {
                 bump(|s| s.errors += 1);
                 continue;
             }

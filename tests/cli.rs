@@ -13,59 +13,35 @@ use common::{ringnode, run_bounded, Server};
 fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected, got: {err}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
 }
 
 #[test]
 fn unknown_flag_is_a_one_line_usage_error() {
-    let out = run_bounded(
-        ringnode(&["echo", "--listen", "127.0.0.1:0", "--bogus"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["echo", "--listen", "127.0.0.1:0", "--bogus"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "--bogus");
 }
 
 #[test]
 fn bad_address_names_the_flag_and_value() {
-    let out = run_bounded(
-        ringnode(&["echo", "--listen", "localhost-7000"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["echo", "--listen", "localhost-7000"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "localhost-7000");
-    let out = run_bounded(
-        ringnode(&["load", "--target", "300.1.1.1:80"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["load", "--target", "300.1.1.1:80"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "--target");
 }
 
 #[test]
 fn too_many_cores_is_a_usage_error() {
-    let out = run_bounded(
-        ringnode(&["echo", "--listen", "127.0.0.1:0", "--cores", "4096"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["echo", "--listen", "127.0.0.1:0", "--cores", "4096"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "--cores 4096");
 }
 
 #[test]
 fn connections_beyond_the_open_file_limit_are_refused_up_front() {
     let out = run_bounded(
-        ringnode(&[
-            "load",
-            "--target",
-            "127.0.0.1:9",
-            "--connections",
-            "10000000",
-            "--duration",
-            "1s",
-        ]),
+        ringnode(&["load", "--target", "127.0.0.1:9", "--connections", "10000000", "--duration", "1s"]),
         Duration::from_secs(30),
     );
     assert_one_line_error(&out, 2, "RLIMIT_NOFILE");
@@ -73,40 +49,20 @@ fn connections_beyond_the_open_file_limit_are_refused_up_front() {
 
 #[test]
 fn bad_duration_and_size_are_usage_errors() {
-    let out = run_bounded(
-        ringnode(&["load", "--target", "127.0.0.1:9", "--duration", "soon"]),
-        Duration::from_secs(30),
-    );
+    let out =
+        run_bounded(ringnode(&["load", "--target", "127.0.0.1:9", "--duration", "soon"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "soon");
-    let out = run_bounded(
-        ringnode(&["load", "--target", "127.0.0.1:9", "--size", "0"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["load", "--target", "127.0.0.1:9", "--size", "0"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "--size");
 }
 
 #[test]
 fn refused_connections_fail_the_run_with_a_clear_line() {
     // Bind and drop a listener to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let target = format!("127.0.0.1:{port}");
     let out = run_bounded(
-        ringnode(&[
-            "load",
-            "--target",
-            &target,
-            "--connections",
-            "3",
-            "--duration",
-            "1s",
-            "--cores",
-            "1",
-            "--json",
-        ]),
+        ringnode(&["load", "--target", &target, "--connections", "3", "--duration", "1s", "--cores", "1", "--json"]),
         Duration::from_secs(60),
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -121,19 +77,13 @@ fn refused_connections_fail_the_run_with_a_clear_line() {
 fn second_server_on_the_same_port_is_an_error() {
     let first = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
     let addr = first.addr.to_string();
-    let out = run_bounded(
-        ringnode(&["echo", "--listen", &addr, "--cores", "1"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["echo", "--listen", &addr, "--cores", "1"]), Duration::from_secs(30));
     assert_one_line_error(&out, 1, "already in use");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
     // The same for UDP.
     let udp = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--udp"]);
     let uaddr = udp.addr.to_string();
-    let out = run_bounded(
-        ringnode(&["echo", "--listen", &uaddr, "--cores", "1", "--udp"]),
-        Duration::from_secs(30),
-    );
+    let out = run_bounded(ringnode(&["echo", "--listen", &uaddr, "--cores", "1", "--udp"]), Duration::from_secs(30));
     assert_one_line_error(&out, 1, "already in use");
 }
 
@@ -162,10 +112,7 @@ fn io_uring_refused_by_seccomp_exits_3_with_cause_and_fix() {
 
 #[test]
 fn io_uring_missing_exits_3_with_cause_and_fix() {
-    let out = run_without_io_uring(
-        &["echo", "--listen", "127.0.0.1:0", "--cores", "1"],
-        libc::ENOSYS,
-    );
+    let out = run_without_io_uring(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"], libc::ENOSYS);
     assert_one_line_error(&out, 3, "ENOSYS");
     let info = run_without_io_uring(&["info"], libc::ENOSYS);
     assert_eq!(info.status.code(), Some(3));
@@ -175,17 +122,10 @@ fn io_uring_missing_exits_3_with_cause_and_fix() {
 #[test]
 fn info_reports_flags_and_opcodes() {
     let out = run_bounded(ringnode(&["info", "--json"]), Duration::from_secs(30));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["available"], true);
     assert!(v["setup_flags"].as_str().unwrap().contains("TASKRUN") || v["setup_flags"] == "none");
     let ops = v["opcodes"].as_array().unwrap();
-    assert!(ops
-        .iter()
-        .any(|o| o["name"] == "MSG_RING" && o["supported"] == true));
+    assert!(ops.iter().any(|o| o["name"] == "MSG_RING" && o["supported"] == true));
 }

@@ -71,8 +71,7 @@ fn thousand_connections_with_random_payloads_echo_byte_exact() {
 fn udp_datagrams_come_back_to_their_sender() {
     let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--udp"]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = vec![0u8; 65536];
     for size in [1usize, 64, 1400, 9000, 60000] {
         let payload: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
@@ -100,8 +99,7 @@ fn ipv6_tcp_and_udp_echo() {
     drop(s);
     let udp = Server::start(&["echo", "--listen", "[::1]:0", "--cores", "1", "--udp"]);
     let sock = UdpSocket::bind("[::1]:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     sock.send_to(b"v6 datagram", udp.addr).unwrap();
     let mut buf = [0u8; 64];
     let (n, _) = sock.recv_from(&mut buf).unwrap();
@@ -111,9 +109,7 @@ fn ipv6_tcp_and_udp_echo() {
 #[test]
 fn sigterm_with_connections_open_drains_and_reports() {
     let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
-    let conns: Vec<TcpStream> = (0..50)
-        .map(|_| TcpStream::connect(server.addr).unwrap())
-        .collect();
+    let conns: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     for c in &conns {
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         assert_eq!(echo_roundtrip(c, b"ping"), b"ping");
@@ -133,9 +129,7 @@ fn sigterm_with_connections_open_drains_and_reports() {
 fn a_peer_that_resets_mid_message_costs_only_its_connection() {
     let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
     let healthy = TcpStream::connect(server.addr).unwrap();
-    healthy
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    healthy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for round in 0..20u8 {
         let bad = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         bad.connect(&server.addr.into()).unwrap();
@@ -175,12 +169,7 @@ fn load_counts_match_the_server_counts() {
         ]),
         Duration::from_secs(60),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["connections_up"], 16);
     assert_eq!(v["errors"]["mismatch"], 0);

@@ -9,11 +9,7 @@ use ringnode::ring::{ops, with_ring};
 use ringnode::runtime::{self, RuntimeConfig};
 
 fn one_core() -> RuntimeConfig {
-    RuntimeConfig {
-        cpus: vec![None],
-        handle_signals: false,
-        name: "test".into(),
-    }
+    RuntimeConfig { cpus: vec![None], handle_signals: false, name: "test".into() }
 }
 
 #[test]
@@ -25,17 +21,11 @@ fn cancelled_recv_keeps_its_buffer_until_the_kernel_lets_go() {
         // A receive that cannot complete, abandoned after 20 ms.
         let pending = ops::recv(fd.clone(), Vec::with_capacity(4096), false);
         let raced = runtime::timeout(Duration::from_millis(20), pending).await;
-        assert!(
-            raced.is_err(),
-            "nothing was sent, so the receive must still be pending"
-        );
+        assert!(raced.is_err(), "nothing was sent, so the receive must still be pending");
         // The operation is orphaned, not freed: its slot (with the buffer and the descriptor) is
         // still held for the kernel.
         assert_eq!(with_ring(|r| r.stats().orphaned), before + 1);
-        assert!(
-            Rc::strong_count(&fd) >= 2,
-            "the orphaned op still holds the descriptor"
-        );
+        assert!(Rc::strong_count(&fd) >= 2, "the orphaned op still holds the descriptor");
         // Churn the allocator with buffers of the same size, filled with a pattern.
         let churn: Vec<Vec<u8>> = (0..256).map(|i| vec![i as u8; 4096]).collect();
         // Wait for the cancellation's completion to come back.
@@ -45,11 +35,7 @@ fn cancelled_recv_keeps_its_buffer_until_the_kernel_lets_go() {
             }
             runtime::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(
-            Rc::strong_count(&fd),
-            1,
-            "the cancelled op gave back the descriptor"
-        );
+        assert_eq!(Rc::strong_count(&fd), 1, "the cancelled op gave back the descriptor");
         // Data sent now must go to a new receive, and nothing may have written into the churned
         // memory.
         b.write_all(b"after cancel").unwrap();
@@ -58,10 +44,7 @@ fn cancelled_recv_keeps_its_buffer_until_the_kernel_lets_go() {
         ops::received(&mut buf, n);
         assert_eq!(&buf[..], b"after cancel");
         for (i, v) in churn.iter().enumerate() {
-            assert!(
-                v.iter().all(|&x| x == i as u8),
-                "freed memory was written into"
-            );
+            assert!(v.iter().all(|&x| x == i as u8), "freed memory was written into");
         }
         with_ring(|r| r.in_flight())
     })
@@ -95,11 +78,7 @@ fn timers_fire_in_order_and_not_early() {
 
 #[test]
 fn mailbox_delivers_work_to_another_core_and_wakes_it() {
-    let cfg = RuntimeConfig {
-        cpus: vec![None, None],
-        handle_signals: false,
-        name: "mbox".into(),
-    };
+    let cfg = RuntimeConfig { cpus: vec![None, None], handle_signals: false, name: "mbox".into() };
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c2 = counter.clone();
     let out = runtime::run(cfg, move |core| {

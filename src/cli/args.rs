@@ -26,11 +26,26 @@ pub enum Command {
         #[arg(long)]
         cores: Option<usize>,
         /// Echo UDP datagrams instead of TCP streams.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "framed")]
         udp: bool,
+        /// Echo native frames (docs/PROTOCOL.md) instead of bytes.
+        #[arg(long)]
+        framed: bool,
+        /// Largest frame payload accepted (framed); larger frames close the connection.
+        #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+        max_frame: usize,
+        /// Payloads of this size or more are sent with zero-copy send (framed).
+        #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+        zc_threshold: usize,
+        /// Bytes a connection may have queued for sending (framed).
+        #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+        send_limit: usize,
     },
     /// Closed-loop load against an echo server: send, wait for the echo, check every byte, repeat.
     Load {
+        /// What each connection does: `echo` (bytes) or `framed` (native frames).
+        #[arg(long, value_enum, default_value_t = LoadMode::Echo)]
+        mode: LoadMode,
         /// The server, e.g. 127.0.0.1:7000.
         #[arg(long, value_parser = parse_addr)]
         target: SocketAddr,
@@ -77,19 +92,24 @@ pub enum Command {
     },
 }
 
+/// `--mode` of `load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadMode {
+    /// Raw bytes, echoed back.
+    Echo,
+    /// Native frames.
+    Framed,
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("'{s}' is not an address with a port, such as 127.0.0.1:7000 or [::1]:7000")
-    })
+    s.parse().map_err(|_| format!("'{s}' is not an address with a port, such as 127.0.0.1:7000 or [::1]:7000"))
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("'{s}' is not a duration such as 500ms, 5s or 2m");
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let v: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Cli, Command, Failure};
-use crate::echo::{EchoConfig, EchoServer};
+use super::{Cli, Command, Failure, LoadMode};
+use crate::echo::{EchoConfig, EchoServer, FramedOpts};
 use crate::load::{self, LoadConfig};
 use crate::report;
 use crate::ring::{Probe, RingError};
@@ -18,38 +18,27 @@ const FD_RESERVE: u64 = 64;
 pub fn run(cli: Cli) -> Result<(), Failure> {
     crate::sys::raise_nofile_limit();
     match cli.command {
-        Command::Echo { listen, cores, udp } => echo(listen, cores, udp),
-        Command::Load {
-            target,
-            connections,
-            size,
-            duration,
-            pipeline,
-            cores,
-            source,
-            json,
-        } => {
+        Command::Echo { listen, cores, udp, framed, max_frame, zc_threshold, send_limit } => {
+            let framed = framed.then(|| FramedOpts {
+                max_payload: u32::try_from(max_frame).unwrap_or(u32::MAX).min(crate::frame::MAX_PAYLOAD_LIMIT),
+                send_limit,
+                zc_threshold,
+            });
+            echo(listen, cores, udp, framed)
+        }
+        Command::Load { mode, target, connections, size, duration, pipeline, cores, source, json } => {
             let sources = match source {
                 Some(s) => parse_source_range(&s).map_err(Failure::usage)?,
                 None => Vec::new(),
             };
-            load_cmd(
-                target,
-                connections,
-                size,
-                duration,
-                pipeline as usize,
-                cores,
-                sources,
-                json,
-            )
+            let mode = match mode {
+                LoadMode::Echo => load::Mode::Echo,
+                LoadMode::Framed => load::Mode::Framed,
+            };
+            load_cmd(mode, target, connections, size, duration, pipeline as usize, cores, sources, json)
         }
         Command::Info { json } => info(json),
-        Command::Demo {
-            duration,
-            connections,
-            size,
-        } => demo(duration, connections, size),
+        Command::Demo { duration, connections, size } => demo(duration, connections, size),
     }
 }
 
@@ -87,8 +76,7 @@ fn pick_cpus(cores: Option<usize>) -> Result<Vec<usize>, Failure> {
 
 /// Parses `A`, or `A-B` where both are IPv4 addresses (inclusive range, at most 65,536).
 pub fn parse_source_range(s: &str) -> Result<Vec<IpAddr>, String> {
-    let bad =
-        || format!("--source '{s}': expected an address or a range such as 127.0.0.1-127.0.0.4");
+    let bad = || format!("--source '{s}': expected an address or a range such as 127.0.0.1-127.0.0.4");
     match s.split_once('-') {
         None => Ok(vec![s.trim().parse::<IpAddr>().map_err(|_| bad())?]),
         Some((a, b)) => {
@@ -116,20 +104,22 @@ fn check_fd_budget(connections: usize, extra: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-fn echo(listen: SocketAddr, cores: Option<usize>, udp: bool) -> Result<(), Failure> {
+fn echo(listen: SocketAddr, cores: Option<usize>, udp: bool, framed: Option<FramedOpts>) -> Result<(), Failure> {
     let cpus = pick_cpus(cores)?;
     let probe = require_io_uring()?;
     let mut rt = RuntimeConfig::on_cpus(&cpus, true, "echo");
     rt.handle_signals = true;
-    let server = EchoServer::start(EchoConfig {
-        listen,
-        udp,
-        runtime: rt,
-    })?;
+    let server = EchoServer::start(EchoConfig { listen, udp, framed, runtime: rt })?;
     println!(
         "ringnode echo: listening on {} ({}, {} core(s), {})",
         server.local_addr(),
-        if udp { "udp" } else { "tcp" },
+        if udp {
+            "udp"
+        } else if framed.is_some() {
+            "tcp, framed"
+        } else {
+            "tcp"
+        },
         cpus.len(),
         probe.mode.flags()
     );
@@ -141,6 +131,7 @@ fn echo(listen: SocketAddr, cores: Option<usize>, udp: bool) -> Result<(), Failu
 
 #[allow(clippy::too_many_arguments)]
 fn load_cmd(
+    mode: load::Mode,
     target: SocketAddr,
     connections: usize,
     size: usize,
@@ -151,14 +142,10 @@ fn load_cmd(
     json: bool,
 ) -> Result<(), Failure> {
     if connections == 0 {
-        return Err(Failure::usage(
-            "--connections 0: at least one connection is needed",
-        ));
+        return Err(Failure::usage("--connections 0: at least one connection is needed"));
     }
     if target.ip().is_unspecified() || target.port() == 0 {
-        return Err(Failure::usage(format!(
-            "--target {target}: needs a concrete address and a non-zero port"
-        )));
+        return Err(Failure::usage(format!("--target {target}: needs a concrete address and a non-zero port")));
     }
     let mut cpus = pick_cpus(cores)?;
     cpus.truncate(connections);
@@ -166,15 +153,7 @@ fn load_cmd(
     require_io_uring()?;
     let mut rt = RuntimeConfig::on_cpus(&cpus, true, "load");
     rt.handle_signals = true;
-    let cfg = LoadConfig {
-        target,
-        sources,
-        connections,
-        size,
-        pipeline,
-        duration,
-        runtime: rt,
-    };
+    let cfg = LoadConfig { mode, target, sources, connections, size, pipeline, duration, runtime: rt };
     let result = load::run(cfg.clone())?;
     if json {
         println!("{}", report::load_json(&cfg, &result));
@@ -182,23 +161,16 @@ fn load_cmd(
         print!("{}", report::load_text(&cfg, &result));
     }
     if result.received == 0 {
-        let why = if result.connected == 0 {
-            "no connection could be established"
-        } else {
-            "no message came back"
-        };
-        return Err(Failure::runtime(format!(
-            "load against {target} failed: {why}"
-        )));
+        let why = if result.connected == 0 { "no connection could be established" } else { "no message came back" };
+        return Err(Failure::runtime(format!("load against {target} failed: {why}")));
     }
     Ok(())
 }
 
 fn info(json: bool) -> Result<(), Failure> {
     let kernel = crate::sys::kernel_release();
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let disabled =
+        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().and_then(|s| s.trim().parse().ok());
     let probe = require_io_uring().map_err(|f| f.message);
     if json {
         println!("{}", report::info_json(&kernel, disabled, &probe));
@@ -222,11 +194,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
         (
             RuntimeConfig::on_cpus(&allowed[..half], true, "echo"),
             RuntimeConfig::on_cpus(&allowed[half..], true, "load"),
-            format!(
-                "server on CPU {:?}, client on CPU {:?}",
-                &allowed[..half],
-                &allowed[half..]
-            ),
+            format!("server on CPU {:?}, client on CPU {:?}", &allowed[..half], &allowed[half..]),
         )
     } else {
         (
@@ -238,11 +206,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     let mut client_rt = client_rt;
     client_rt.handle_signals = true;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let server = EchoServer::start(EchoConfig {
-        listen,
-        udp: false,
-        runtime: server_rt,
-    })?;
+    let server = EchoServer::start(EchoConfig { listen, udp: false, framed: None, runtime: server_rt })?;
     let target = server.local_addr();
     println!(
         "ringnode demo: echo server on {target}, {connections} connections × {size} B for {:.1} s ({layout})",
@@ -250,6 +214,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     );
     let _ = std::io::stdout().flush();
     let cfg = LoadConfig {
+        mode: load::Mode::Echo,
         target,
         sources: Vec::new(),
         connections,
@@ -265,9 +230,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     print!("{}", report::load_text(&cfg, &result));
     println!("{}", report::echo_text(&stats));
     if result.received == 0 || result.errors.mismatch > 0 {
-        return Err(Failure::runtime(
-            "demo failed: the echo server did not answer correctly",
-        ));
+        return Err(Failure::runtime("demo failed: the echo server did not answer correctly"));
     }
     Ok(())
 }

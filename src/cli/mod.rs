@@ -6,7 +6,7 @@
 mod args;
 mod commands;
 
-pub use args::{parse_duration, parse_size, Cli, Command};
+pub use args::{parse_duration, parse_size, Cli, Command, LoadMode};
 pub use commands::run;
 
 /// A failure with the exit code it maps to and one line for a person.
@@ -21,28 +21,19 @@ pub struct Failure {
 impl Failure {
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
+        Failure { code: 2, message: message.into() }
     }
 
     /// A runtime error (exit 1).
     pub fn runtime(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 1,
-            message: message.into(),
-        }
+        Failure { code: 1, message: message.into() }
     }
 }
 
 impl From<crate::ring::RingError> for Failure {
     fn from(e: crate::ring::RingError) -> Failure {
         match e {
-            crate::ring::RingError::Unavailable { .. } => Failure {
-                code: 3,
-                message: e.to_string(),
-            },
+            crate::ring::RingError::Unavailable { .. } => Failure { code: 3, message: e.to_string() },
             crate::ring::RingError::Io(_) => Failure::runtime(e.to_string()),
         }
     }

@@ -6,8 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::LoadResult;
-use crate::net::{NetError, TcpStream};
+use crate::frame::{hello_payload, Frame, FrameDecoder, FrameEncoder, Kind};
+use crate::net::{NetError, SendQueue, TcpStream};
 use crate::runtime::{self, Either};
 
 /// Largest receive buffer a connection keeps.
@@ -24,10 +27,7 @@ pub(super) struct Plan {
     pub drain_deadline: Instant,
 }
 
-pub(super) async fn connect(
-    target: SocketAddr,
-    source: Option<IpAddr>,
-) -> Result<TcpStream, NetError> {
+pub(super) async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, NetError> {
     TcpStream::connect(target, source).await
 }
 
@@ -78,10 +78,7 @@ async fn recv_verify(
         got += n;
         let after = got / size;
         if after > before {
-            let ns = t0
-                .elapsed()
-                .as_nanos()
-                .min(u128::from(super::MAX_LATENCY_NS)) as u64;
+            let ns = t0.elapsed().as_nanos().min(u128::from(super::MAX_LATENCY_NS)) as u64;
             let mut r = result.borrow_mut();
             let _ = r.latency.record_n(ns.max(1), (after - before) as u64);
             r.received += (after - before) as u64;
@@ -106,15 +103,10 @@ pub(super) async fn closed_loop(stream: TcpStream, plan: Plan, result: Rc<RefCel
             r.sent += plan.pipeline as u64;
             r.bytes_sent += payload.len() as u64;
         }
-        let round = runtime::join(
-            stream.send_all(payload.clone()),
-            recv_verify(&stream, &payload, size, t0, buf, &result),
-        );
-        let outcome = runtime::select(
-            runtime::timeout_at(plan.drain_deadline, round),
-            runtime::shutdown_requested(),
-        )
-        .await;
+        let round =
+            runtime::join(stream.send_all(payload.clone()), recv_verify(&stream, &payload, size, t0, buf, &result));
+        let outcome =
+            runtime::select(runtime::timeout_at(plan.drain_deadline, round), runtime::shutdown_requested()).await;
         let ((sent, _), (received, b)) = match outcome {
             Either::Left(Ok(v)) => v,
             Either::Left(Err(_)) => {
@@ -140,5 +132,98 @@ pub(super) async fn closed_loop(stream: TcpStream, plan: Plan, result: Rc<RefCel
             break;
         }
     }
+    let _ = stream.close().await;
+}
+
+/// Receives frames until `count` DATA frames equal to `payload` have arrived, recording each one's
+/// latency from `t0`.
+async fn recv_frames(
+    rx: &mut crate::net::RecvStream,
+    dec: &mut FrameDecoder,
+    payload: &[u8],
+    count: usize,
+    t0: Instant,
+    result: &RefCell<LoadResult>,
+) -> Result<(), Failure> {
+    let mut got = 0;
+    loop {
+        while let Some(f) = dec.next_frame() {
+            let f = f.map_err(|_| Failure::Mismatch)?;
+            match f.kind {
+                Kind::Data if f.payload[..] == *payload => {
+                    let ns = t0.elapsed().as_nanos().min(u128::from(super::MAX_LATENCY_NS)) as u64;
+                    let mut r = result.borrow_mut();
+                    let _ = r.latency.record(ns.max(1));
+                    r.received += 1;
+                    r.bytes_received += payload.len() as u64;
+                    got += 1;
+                    if got == count {
+                        return Ok(());
+                    }
+                }
+                Kind::Data => return Err(Failure::Mismatch),
+                Kind::Close => return Err(Failure::Closed),
+                _ => {}
+            }
+        }
+        match rx.next().await {
+            None => return Err(Failure::Closed),
+            Some(Err(_)) => return Err(Failure::Reset),
+            Some(Ok(chunk)) => dec.push(chunk),
+        }
+    }
+}
+
+/// The framed closed loop: HELLO, then rounds of `pipeline` DATA frames (the same payload `Bytes`
+/// each time: no copy) and their echoes.
+pub(super) async fn framed_loop(stream: TcpStream, plan: Plan, result: Rc<RefCell<LoadResult>>) {
+    let size = plan.size.max(1);
+    let payload = Bytes::from(payload(plan.id, size, 1).to_vec());
+    let mut rx = stream.recv_stream();
+    let mut dec = FrameDecoder::new(u32::try_from(size).unwrap_or(u32::MAX).max(crate::frame::DEFAULT_MAX_PAYLOAD));
+    let mut enc = FrameEncoder::with_capacity(plan.pipeline.max(1));
+    let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
+    let hello = Frame { kind: Kind::Hello, flags: 0, payload: hello_payload() };
+    let _ = tx.push(&enc.encode(&hello));
+    let mut failure = tx.flush().await.err().map(|_| Failure::Reset);
+    let frame = Frame::data(payload.clone());
+    while failure.is_none() {
+        if Instant::now() >= plan.deadline || runtime::is_shutting_down() {
+            break;
+        }
+        let t0 = Instant::now();
+        for _ in 0..plan.pipeline {
+            let _ = tx.push(&enc.encode(&frame));
+        }
+        {
+            let mut r = result.borrow_mut();
+            r.sent += plan.pipeline as u64;
+            r.bytes_sent += (plan.pipeline * size) as u64;
+        }
+        let round = runtime::join(tx.flush(), recv_frames(&mut rx, &mut dec, &payload, plan.pipeline, t0, &result));
+        match runtime::select(runtime::timeout_at(plan.drain_deadline, round), runtime::shutdown_requested()).await {
+            Either::Left(Ok((sent, received))) => {
+                failure = match (sent, received) {
+                    (_, Err(f)) => Some(f),
+                    (Err(_), Ok(())) => Some(Failure::Reset),
+                    (Ok(()), Ok(())) => None,
+                }
+            }
+            Either::Left(Err(_)) => {
+                result.borrow_mut().errors.timeout += 1;
+                break;
+            }
+            Either::Right(()) => break,
+        }
+    }
+    if let Some(f) = failure {
+        let mut r = result.borrow_mut();
+        match f {
+            Failure::Closed => r.errors.closed += 1,
+            Failure::Reset => r.errors.reset += 1,
+            Failure::Mismatch => r.errors.mismatch += 1,
+        }
+    }
+    drop(rx);
     let _ = stream.close().await;
 }

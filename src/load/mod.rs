@@ -19,9 +19,20 @@ pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
 /// How long the end of a run waits for replies still in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What each connection does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Raw bytes, echoed back.
+    Echo,
+    /// Native frames (HELLO, then DATA frames echoed back).
+    Framed,
+}
+
 /// A load run's settings.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// What each connection does.
+    pub mode: Mode,
     /// The server.
     pub target: SocketAddr,
     /// Source addresses, used in turn by successive connections (empty: the kernel chooses).
@@ -99,8 +110,7 @@ impl LoadResult {
             received: 0,
             bytes_sent: 0,
             bytes_received: 0,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
-                .expect("valid histogram bounds"),
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds"),
             errors: ErrorCounts::default(),
             elapsed: Duration::ZERO,
             core_cpu: Vec::new(),
@@ -176,11 +186,10 @@ async fn core_main(core: runtime::CoreInfo, cfg: std::sync::Arc<LoadConfig>) -> 
             deadline,
             drain_deadline: deadline + DRAIN_TIMEOUT,
         };
-        tasks.push(runtime::spawn(conn::closed_loop(
-            stream,
-            plan,
-            result.clone(),
-        )));
+        tasks.push(match cfg.mode {
+            Mode::Echo => runtime::spawn(conn::closed_loop(stream, plan, result.clone())),
+            Mode::Framed => runtime::spawn(conn::framed_loop(stream, plan, result.clone())),
+        });
     }
     let stop = runtime::select(
         async {

@@ -3,10 +3,12 @@
 //!
 //! Knows nothing of what the bytes mean.
 
+mod send;
 mod tcp;
 mod udp;
 
-pub use tcp::{serve_tcp, TcpListener, TcpStream};
+pub use send::{send_stats, Full, SendQueue, SendStats};
+pub use tcp::{serve_tcp, RecvStream, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 
 use std::io;
@@ -22,9 +24,7 @@ pub enum NetError {
     #[error("cannot bind {0}: no local interface has that address")]
     AddrNotAvailable(SocketAddr),
     /// Binding a port below 1024 without the privilege to.
-    #[error(
-        "cannot bind {0}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    )]
+    #[error("cannot bind {0}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)")]
     PermissionDenied(SocketAddr),
     /// The process ran out of descriptors.
     #[error("too many open files: the open-file limit (RLIMIT_NOFILE, `ulimit -n`) is {soft}; raise it, or use fewer connections")]
@@ -49,9 +49,7 @@ impl NetError {
             Some(libc::EADDRINUSE) => NetError::AddrInUse(addr),
             Some(libc::EADDRNOTAVAIL) => NetError::AddrNotAvailable(addr),
             Some(libc::EACCES) => NetError::PermissionDenied(addr),
-            Some(libc::EMFILE) | Some(libc::ENFILE) => NetError::TooManyFiles {
-                soft: crate::sys::nofile_limit().0,
-            },
+            Some(libc::EMFILE) | Some(libc::ENFILE) => NetError::TooManyFiles { soft: crate::sys::nofile_limit().0 },
             _ => NetError::Io { addr, source: e },
         }
     }

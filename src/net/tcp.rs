@@ -27,23 +27,13 @@ impl TcpListener {
             .map_err(|e| NetError::at(addr, e))?;
         // SO_REUSEADDR only lets us rebind over connections in TIME_WAIT; on Linux it does not let
         // two listeners share a port.
-        socket
-            .set_reuse_address(true)
-            .map_err(|e| NetError::at(addr, e))?;
+        socket.set_reuse_address(true).map_err(|e| NetError::at(addr, e))?;
         if addr.is_ipv6() {
-            socket
-                .set_only_v6(true)
-                .map_err(|e| NetError::at(addr, e))?;
+            socket.set_only_v6(true).map_err(|e| NetError::at(addr, e))?;
         }
-        socket
-            .bind(&addr.into())
-            .map_err(|e| NetError::at(addr, e))?;
+        socket.bind(&addr.into()).map_err(|e| NetError::at(addr, e))?;
         socket.listen(4096).map_err(|e| NetError::at(addr, e))?;
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(addr);
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
         Ok(TcpListener { socket, local })
     }
 
@@ -82,16 +72,9 @@ where
                 match c.result {
                     // Transient: a connection reset before we took it, or descriptors ran out for
                     // a moment. Keep accepting.
-                    r if r == -libc::ECONNABORTED
-                        || r == -libc::EMFILE
-                        || r == -libc::ENFILE
-                        || r == -libc::EINTR =>
-                    {
+                    r if r == -libc::ECONNABORTED || r == -libc::EMFILE || r == -libc::ENFILE || r == -libc::EINTR => {
                         if r == -libc::EMFILE || r == -libc::ENFILE {
-                            eprintln!(
-                                "ringnode: accept: {e}; the open-file limit is {}",
-                                crate::sys::nofile_limit().0
-                            );
+                            eprintln!("ringnode: accept: {e}; the open-file limit is {}", crate::sys::nofile_limit().0);
                             runtime::sleep(std::time::Duration::from_millis(50)).await;
                         }
                         if !c.more() {
@@ -135,34 +118,23 @@ impl TcpStream {
     /// Wraps a connected descriptor (sets `TCP_NODELAY`).
     pub fn from_fd(fd: OwnedFd) -> TcpStream {
         let _ = SockRef::from(&fd).set_nodelay(true);
-        TcpStream {
-            fd: Rc::new(fd),
-            drained: std::cell::Cell::new(false),
-        }
+        TcpStream { fd: Rc::new(fd), drained: std::cell::Cell::new(false) }
     }
 
     /// Connects to `addr`, optionally from `source` (port chosen by the kernel).
-    pub async fn connect(
-        addr: SocketAddr,
-        source: Option<std::net::IpAddr>,
-    ) -> Result<TcpStream, NetError> {
+    pub async fn connect(addr: SocketAddr, source: Option<std::net::IpAddr>) -> Result<TcpStream, NetError> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| NetError::at(addr, e))?;
         if let Some(ip) = source {
             // Let connect() pick the port, so one source address serves many destinations.
             let _ = socket.set_reuse_address(true);
-            socket
-                .bind(&SocketAddr::new(ip, 0).into())
-                .map_err(|e| NetError::at(SocketAddr::new(ip, 0), e))?;
+            socket.bind(&SocketAddr::new(ip, 0).into()).map_err(|e| NetError::at(SocketAddr::new(ip, 0), e))?;
         }
         let _ = socket.set_nodelay(true);
         let fd: SharedFd = Rc::new(socket.into());
         let (c, (fd, _)) = ops::connect(fd, addr).await;
         c.into_result().map_err(|e| NetError::at(addr, e))?;
-        Ok(TcpStream {
-            fd,
-            drained: std::cell::Cell::new(false),
-        })
+        Ok(TcpStream { fd, drained: std::cell::Cell::new(false) })
     }
 
     /// Receives into the spare capacity of `buf`; returns the byte count (0 at end of stream) and
@@ -232,6 +204,12 @@ impl TcpStream {
         }
     }
 
+    /// A multishot receive into this core's buffer pool: yields chunks as `Bytes` leased from the
+    /// pool (no buffer is held while the connection is idle).
+    pub fn recv_stream(&self) -> RecvStream {
+        RecvStream { fd: self.fd.clone(), op: None }
+    }
+
     /// The shared descriptor (to shut the socket down from elsewhere on this core).
     pub fn shared_fd(&self) -> SharedFd {
         self.fd.clone()
@@ -239,17 +217,66 @@ impl TcpStream {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        SockRef::from(&*self.fd)
-            .peer_addr()?
-            .as_socket()
-            .ok_or_else(|| io::ErrorKind::InvalidInput.into())
+        SockRef::from(&*self.fd).peer_addr()?.as_socket().ok_or_else(|| io::ErrorKind::InvalidInput.into())
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        SockRef::from(&*self.fd)
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::ErrorKind::InvalidInput.into())
+        SockRef::from(&*self.fd).local_addr()?.as_socket().ok_or_else(|| io::ErrorKind::InvalidInput.into())
+    }
+}
+
+/// Chunks received on a stream, leased from the core's buffer pool (see [`TcpStream::recv_stream`]).
+pub struct RecvStream {
+    fd: SharedFd,
+    op: Option<crate::ring::OpStream<SharedFd>>,
+}
+
+impl RecvStream {
+    /// The next chunk; `None` at end of stream. When the pool runs dry the receive is re-armed
+    /// (and the event counted) without losing the connection.
+    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        // The pool must exist before a receive selects from it.
+        if let Err(e) = crate::buf::with_pool(|_| ()) {
+            return Some(Err(e));
+        }
+        loop {
+            let op = match &mut self.op {
+                Some(op) => op,
+                None => self.op.insert(ops::recv_multi(self.fd.clone(), crate::buf::POOL_BGID)),
+            };
+            let Some(c) = op.next().await else {
+                self.op = None;
+                continue;
+            };
+            if !c.more() {
+                // The kernel ended this multishot; the next call arms a new one.
+                self.op = None;
+            }
+            if c.result == -libc::ENOBUFS {
+                let recycled = crate::buf::with_pool(|p| {
+                    p.note_enobufs();
+                    p.recycle()
+                })
+                .unwrap_or(0);
+                if recycled == 0 {
+                    // Every buffer is leased out: give their holders a moment.
+                    runtime::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                continue;
+            }
+            if c.result < 0 {
+                return Some(Err(io::Error::from_raw_os_error(-c.result)));
+            }
+            let data = match crate::buf::with_pool(|p| p.take(&c)) {
+                Ok(d) => d,
+                Err(e) => return Some(Err(e)),
+            };
+            match data {
+                Some(b) => return Some(Ok(b)),
+                None if c.result == 0 => return None,
+                None => continue,
+            }
+        }
     }
 }

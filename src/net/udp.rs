@@ -22,18 +22,10 @@ impl UdpSocket {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(|e| NetError::at(addr, e))?;
         if addr.is_ipv6() {
-            socket
-                .set_only_v6(true)
-                .map_err(|e| NetError::at(addr, e))?;
+            socket.set_only_v6(true).map_err(|e| NetError::at(addr, e))?;
         }
-        socket
-            .bind(&addr.into())
-            .map_err(|e| NetError::at(addr, e))?;
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(addr);
+        socket.bind(&addr.into()).map_err(|e| NetError::at(addr, e))?;
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
         Ok((socket.into(), local))
     }
 
@@ -43,10 +35,7 @@ impl UdpSocket {
     }
 
     /// Receives one datagram into the spare capacity of `buf`.
-    pub async fn recv_from(
-        &self,
-        buf: Vec<u8>,
-    ) -> (io::Result<(usize, Option<SocketAddr>)>, Vec<u8>) {
+    pub async fn recv_from(&self, buf: Vec<u8>) -> (io::Result<(usize, Option<SocketAddr>)>, Vec<u8>) {
         let (c, data) = ops::recvmsg(self.fd.clone(), buf).await;
         let mut buf = data.buf;
         match c.into_result() {

@@ -8,8 +8,7 @@ use crate::load::{LoadConfig, LoadResult};
 use crate::ring::Probe;
 
 /// Latency percentiles reported everywhere, in this order.
-pub const PERCENTILES: &[(f64, &str)] =
-    &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9")];
+pub const PERCENTILES: &[(f64, &str)] = &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9")];
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
@@ -19,16 +18,10 @@ fn us(ns: u64) -> f64 {
 pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let h = &r.latency;
-    let pct: Vec<String> = PERCENTILES
-        .iter()
-        .map(|&(q, name)| format!("{name} {:.1}", us(h.value_at_percentile(q))))
-        .collect();
+    let pct: Vec<String> =
+        PERCENTILES.iter().map(|&(q, name)| format!("{name} {:.1}", us(h.value_at_percentile(q)))).collect();
     let cpu: f64 = r.core_cpu.iter().sum();
-    let cpu_per_core: Vec<String> = r
-        .core_cpu
-        .iter()
-        .map(|c| format!("{:.0}%", 100.0 * c / secs))
-        .collect();
+    let cpu_per_core: Vec<String> = r.core_cpu.iter().map(|c| format!("{:.0}%", 100.0 * c / secs)).collect();
     format!(
         "ringnode load: {target}, {conns} connections, {size} B, pipeline {pipe}, {secs:.2} s, {cores} core(s)\n\
          \x20 connections  {up} up of {conns} requested\n\
@@ -96,12 +89,26 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
     })
 }
 
-/// The echo server's counters as one line.
+/// The echo server's counters: one line, plus one for bad frames when there were any.
 pub fn echo_text(s: &EchoStats) -> String {
-    format!(
+    let mut out = format!(
         "ringnode echo: stopped: {} connections, {} messages / {} bytes in, {} messages / {} bytes out, {} errors",
         s.connections, s.messages_in, s.bytes_in, s.messages_out, s.bytes_out, s.errors
-    )
+    );
+    out += &format!(
+        "\nringnode echo: receive pool: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed)",
+        s.pool.leases, s.pool.recycled, s.pool.enobufs
+    );
+    if s.frame_errors.iter().any(|&n| n > 0) {
+        let parts: Vec<String> = crate::frame::FrameError::NAMES
+            .iter()
+            .zip(s.frame_errors)
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        out += &format!("\nringnode echo: connections closed for bad frames: {}", parts.join(", "));
+    }
+    out
 }
 
 /// The probe as lines a person reads.
@@ -109,21 +116,13 @@ pub fn info_text(kernel: &str, disabled: Option<i64>, probe: &Result<Probe, Stri
     let mut out = format!("kernel               {kernel}\n");
     out += &format!(
         "io_uring_disabled    {}\n",
-        disabled.map_or(
-            "unknown (no /proc/sys/kernel/io_uring_disabled)".to_string(),
-            |d| d.to_string()
-        )
+        disabled.map_or("unknown (no /proc/sys/kernel/io_uring_disabled)".to_string(), |d| d.to_string())
     );
     match probe {
         Err(e) => out += &format!("io_uring             unavailable: {e}\n"),
         Ok(p) => {
             out += &format!("setup flags          {}\n", p.mode.flags());
-            let feats: Vec<&str> = p
-                .features
-                .iter()
-                .filter(|(_, ok)| *ok)
-                .map(|(n, _)| *n)
-                .collect();
+            let feats: Vec<&str> = p.features.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
             out += &format!("features             {}\n", feats.join(" "));
             out += "opcodes\n";
             for (name, ok, required) in &p.opcodes {
@@ -131,21 +130,14 @@ pub fn info_text(kernel: &str, disabled: Option<i64>, probe: &Result<Probe, Stri
                 let need = if *required { "required" } else { "optional" };
                 out += &format!("  {name:<20} {status:<10} ({need})\n");
             }
-            out += &format!(
-                "in use               {}\n",
-                crate::ring::features_in_use(p).join(", ")
-            );
+            out += &format!("in use               {}\n", crate::ring::features_in_use(p).join(", "));
         }
     }
     out
 }
 
 /// The probe as one JSON object.
-pub fn info_json(
-    kernel: &str,
-    disabled: Option<i64>,
-    probe: &Result<Probe, String>,
-) -> serde_json::Value {
+pub fn info_json(kernel: &str, disabled: Option<i64>, probe: &Result<Probe, String>) -> serde_json::Value {
     match probe {
         Err(e) => {
             json!({ "kernel": kernel, "io_uring_disabled": disabled, "available": false, "error": e })

@@ -26,10 +26,7 @@ fn read_sysctl(path: &str) -> Option<i64> {
 /// Turns the `errno` of a failed `io_uring_setup` into a cause and a fix.
 pub fn classify_setup_error(e: &io::Error) -> RingError {
     let disabled = read_sysctl("/proc/sys/kernel/io_uring_disabled");
-    let unavailable = |cause: &str, fix: &str| RingError::Unavailable {
-        cause: cause.into(),
-        fix: fix.into(),
-    };
+    let unavailable = |cause: &str, fix: &str| RingError::Unavailable { cause: cause.into(), fix: fix.into() };
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => match disabled {
             Some(2) => unavailable(

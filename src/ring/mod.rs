@@ -43,6 +43,9 @@ pub const TOKEN_IGNORE: u64 = u64::MAX;
 /// `user_data` that another core's `MSG_RING` puts on this ring: "look at your mailbox".
 pub const TOKEN_MAILBOX: u64 = u64::MAX - 1;
 
+/// `IORING_CQE_F_BUFFER`: the completion selected a provided buffer.
+const CQE_F_BUFFER: u32 = 1;
+
 /// Submission queue size. The completion queue is `CQ_FACTOR` (8) times larger, because multishot
 /// operations produce many completions per submission.
 pub const SQ_ENTRIES: u32 = 1024;
@@ -76,15 +79,8 @@ impl Completion {
 enum State {
     Waiting(Option<Waker>),
     Done(Completion),
-    Streaming {
-        queue: VecDeque<Completion>,
-        waker: Option<Waker>,
-        finished: bool,
-    },
-    Orphaned {
-        _resources: Box<dyn Any>,
-        multishot: bool,
-    },
+    Streaming { queue: VecDeque<Completion>, waker: Option<Waker>, finished: bool },
+    Orphaned { _resources: Box<dyn Any>, multishot: bool },
 }
 
 impl State {
@@ -124,6 +120,8 @@ pub struct Ring {
     generation: u32,
     mode: SetupMode,
     stats: RingStats,
+    /// Gives back the provided buffer of a completion nobody will read (set by `buf/`).
+    discard_buffer: Option<fn(&Completion)>,
 }
 
 impl Ring {
@@ -136,11 +134,7 @@ impl Ring {
     /// Like [`Ring::new`] with a chosen submission queue size.
     pub fn with_entries(entries: u32) -> Result<Ring, RingError> {
         let mut last = None;
-        for mode in [
-            SetupMode::DeferTaskrun,
-            SetupMode::CoopTaskrun,
-            SetupMode::Plain,
-        ] {
+        for mode in [SetupMode::DeferTaskrun, SetupMode::CoopTaskrun, SetupMode::Plain] {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(entries * CQ_FACTOR).setup_clamp();
             match mode {
@@ -160,6 +154,7 @@ impl Ring {
                         generation: 0,
                         mode,
                         stats: RingStats::default(),
+                        discard_buffer: None,
                     })
                 }
                 // EINVAL: this kernel does not know these flags; try the next, simpler set.
@@ -167,9 +162,7 @@ impl Ring {
                 Err(e) => return Err(classify_setup_error(&e)),
             }
         }
-        Err(classify_setup_error(&last.unwrap_or_else(|| {
-            io::Error::from_raw_os_error(libc::EINVAL)
-        })))
+        Err(classify_setup_error(&last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))))
     }
 
     /// The setup flags in force.
@@ -232,11 +225,7 @@ impl Ring {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let state = if multishot {
-            State::Streaming {
-                queue: VecDeque::new(),
-                waker: None,
-                finished: false,
-            }
+            State::Streaming { queue: VecDeque::new(), waker: None, finished: false }
         } else {
             State::Waiting(None)
         };
@@ -272,11 +261,7 @@ impl Ring {
     pub fn poll_stream(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let slot = &mut self.ops[key];
         match &mut slot.state {
-            State::Streaming {
-                queue,
-                waker,
-                finished,
-            } => {
+            State::Streaming { queue, waker, finished } => {
                 if let Some(c) = queue.pop_front() {
                     return Poll::Ready(Some(c));
                 }
@@ -294,13 +279,52 @@ impl Ring {
         }
     }
 
+    /// Sets what happens to the provided buffer of a completion whose operation was dropped.
+    pub fn set_buffer_discard(&mut self, f: fn(&Completion)) {
+        self.discard_buffer = Some(f);
+    }
+
+    fn discard(&self, c: &Completion) {
+        if c.flags & CQE_F_BUFFER != 0 {
+            if let Some(f) = self.discard_buffer {
+                f(c);
+            }
+        }
+    }
+
+    /// Registers a provided-buffer ring of `entries` at `addr` as group `bgid`.
+    ///
+    /// # Safety
+    /// `addr` must be a page-aligned mapping of `entries` buffer-ring entries that stays valid until
+    /// [`Ring::unregister_buf_ring`] or the ring's end, and every buffer published in it must stay
+    /// valid as long.
+    pub unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16, bgid: u16, flags: u16) -> io::Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.uring.submitter().register_buf_ring_with_flags(addr, entries, bgid, flags) }
+    }
+
+    /// Unregisters a provided-buffer ring.
+    pub fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
+        self.uring.submitter().unregister_buf_ring(bgid)
+    }
+
     /// The owner of `key` went away. If the kernel is done with it, free it now; otherwise keep
     /// `resources` alive until its final completion and ask the kernel to cancel it.
     pub fn orphan(&mut self, key: usize, resources: Box<dyn Any>) {
         let slot = &mut self.ops[key];
+        // Completions queued for the owner carry buffers nobody will read now.
+        if let State::Streaming { queue, .. } = &mut slot.state {
+            let queued: Vec<Completion> = queue.drain(..).collect();
+            for c in &queued {
+                self.discard(c);
+            }
+        }
+        let slot = &mut self.ops[key];
         let multishot = match &slot.state {
-            State::Done(_) => {
+            State::Done(c) => {
+                let c = *c;
                 self.ops.remove(key);
+                self.discard(&c);
                 return;
             }
             State::Streaming { finished: true, .. } => {
@@ -312,14 +336,9 @@ impl Ring {
             State::Orphaned { .. } => return,
         };
         let target = user_data(key, slot.generation);
-        slot.state = State::Orphaned {
-            _resources: resources,
-            multishot,
-        };
+        slot.state = State::Orphaned { _resources: resources, multishot };
         self.stats.orphaned += 1;
-        let cancel = opcode::AsyncCancel::new(target)
-            .build()
-            .user_data(TOKEN_IGNORE);
+        let cancel = opcode::AsyncCancel::new(target).build().user_data(TOKEN_IGNORE);
         // SAFETY: a cancel request holds no pointers.
         unsafe { self.push(&cancel) };
     }
@@ -333,11 +352,7 @@ impl Ring {
         let flags = io_uring::EnterFlags::GETEVENTS.bits();
         // SAFETY: no argument pointer is passed; the entries in the queue were pushed with the
         // guarantees `push` demands.
-        let r = unsafe {
-            self.uring
-                .submitter()
-                .enter::<libc::sigset_t>(to_submit, u32::from(wait), flags, None)
-        };
+        let r = unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, u32::from(wait), flags, None) };
         match r {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
@@ -361,10 +376,7 @@ impl Ring {
             };
             n += 1;
             let ud = cqe.user_data();
-            let c = Completion {
-                result: cqe.result(),
-                flags: cqe.flags(),
-            };
+            let c = Completion { result: cqe.result(), flags: cqe.flags() };
             if ud >= TOKEN_MAILBOX {
                 if ud != TOKEN_IGNORE {
                     special(ud, c);
@@ -386,11 +398,7 @@ impl Ring {
                         w.wake();
                     }
                 }
-                State::Streaming {
-                    queue,
-                    waker,
-                    finished,
-                } => {
+                State::Streaming { queue, waker, finished } => {
                     if !c.more() {
                         *finished = true;
                     }
@@ -403,6 +411,7 @@ impl Ring {
                     if !*multishot || !c.more() {
                         self.ops.remove(key);
                     }
+                    self.discard(&c);
                 }
                 State::Done(_) => {}
             }
@@ -432,25 +441,18 @@ impl Ring {
     pub fn drain(&mut self, limit: std::time::Duration) -> usize {
         let keys: Vec<(usize, u32)> = self.ops.iter().map(|(k, s)| (k, s.generation)).collect();
         for (key, generation) in keys {
-            let cancel = opcode::AsyncCancel::new(user_data(key, generation))
-                .build()
-                .user_data(TOKEN_IGNORE);
+            let cancel = opcode::AsyncCancel::new(user_data(key, generation)).build().user_data(TOKEN_IGNORE);
             // SAFETY: a cancel request holds no pointers.
             unsafe { self.push(&cancel) };
         }
         let deadline = std::time::Instant::now() + limit;
-        while self.ops.iter().any(|(_, s)| s.state.kernel_holds())
-            && std::time::Instant::now() < deadline
-        {
+        while self.ops.iter().any(|(_, s)| s.state.kernel_holds()) && std::time::Instant::now() < deadline {
             let ts = io_uring::types::Timespec::new().nsec(10_000_000);
             let args = io_uring::types::SubmitArgs::new().timespec(&ts);
             let _ = self.uring.submitter().submit_with_args(1, &args);
             self.reap_into(&mut |_, _| {});
         }
-        self.ops
-            .iter()
-            .filter(|(_, s)| s.state.kernel_holds())
-            .count()
+        self.ops.iter().filter(|(_, s)| s.state.kernel_holds()).count()
     }
 }
 

@@ -26,10 +26,7 @@ pub fn uninstall() -> Option<Ring> {
 
 /// Runs `f` with this thread's ring if it has one that is not in use; `None` otherwise.
 pub fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.as_mut().map(f)))
-        .ok()
-        .flatten()
+    CURRENT.try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.as_mut().map(f))).ok().flatten()
 }
 
 /// Runs `f` with this thread's ring.
@@ -39,9 +36,7 @@ pub fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
 pub fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
-        let ring = c
-            .as_mut()
-            .expect("no io_uring on this thread: run this inside the ringnode runtime");
+        let ring = c.as_mut().expect("no io_uring on this thread: run this inside the ringnode runtime");
         f(ring)
     })
 }
@@ -63,10 +58,7 @@ impl<T: 'static> Op<T> {
     pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
         // SAFETY: forwarded: `data` keeps the pointed-to memory alive for as long as the slot.
         let key = with_ring(|r| unsafe { r.submit(entry, false) });
-        Op {
-            key: Some(key),
-            data: Some(data),
-        }
+        Op { key: Some(key), data: Some(data) }
     }
 }
 
@@ -80,10 +72,7 @@ impl<T: 'static> Future for Op<T> {
         match with_ring(|r| r.poll_op(key, cx)) {
             Poll::Ready(c) => {
                 self.key = None;
-                Poll::Ready((
-                    c,
-                    self.data.take().expect("Op data present until completion"),
-                ))
+                Poll::Ready((c, self.data.take().expect("Op data present until completion")))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -118,10 +107,7 @@ impl<T: 'static> OpStream<T> {
     pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> OpStream<T> {
         // SAFETY: forwarded, as in `Op::submit`.
         let key = with_ring(|r| unsafe { r.submit(entry, true) });
-        OpStream {
-            key: Some(key),
-            data: Some(data),
-        }
+        OpStream { key: Some(key), data: Some(data) }
     }
 
     /// The next completion, or `None` once the kernel has ended the operation.
@@ -141,6 +127,15 @@ impl<T: 'static> OpStream<T> {
     /// Waits for the next completion.
     pub async fn next(&mut self) -> Option<Completion> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The resources back, once the kernel has ended the operation (`next` returned `None`);
+    /// `None` before that (dropping then cancels, keeping them until the kernel lets go).
+    pub fn into_data(mut self) -> Option<T> {
+        if self.key.is_some() {
+            return None;
+        }
+        self.data.take()
     }
 }
 

@@ -74,11 +74,7 @@ pub fn nop() -> Op<()> {
 
 /// Completes after `d` with `-ETIME` (or `-ECANCELED` if cancelled).
 pub fn timeout(d: Duration) -> Op<Box<types::Timespec>> {
-    let ts = Box::new(
-        types::Timespec::new()
-            .sec(d.as_secs())
-            .nsec(d.subsec_nanos()),
-    );
+    let ts = Box::new(types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
     let entry = opcode::Timeout::new(&*ts as *const types::Timespec).build();
     // SAFETY: the timespec lives in a Box owned by the op.
     unsafe { Op::submit(entry, ts) }
@@ -86,9 +82,7 @@ pub fn timeout(d: Duration) -> Op<Box<types::Timespec>> {
 
 /// Multishot accept: one completion per accepted connection (its descriptor as the result).
 pub fn accept_multi(fd: SharedFd) -> OpStream<SharedFd> {
-    let entry = opcode::AcceptMulti::new(fd_of(&fd))
-        .flags(libc::SOCK_CLOEXEC)
-        .build();
+    let entry = opcode::AcceptMulti::new(fd_of(&fd)).flags(libc::SOCK_CLOEXEC).build();
     // SAFETY: no pointers; the op keeps the listener's descriptor open.
     unsafe { OpStream::submit(entry, fd) }
 }
@@ -121,17 +115,20 @@ const RECVSEND_POLL_FIRST: u16 = 1;
 /// likely finds the socket empty (the previous one drained it), where that attempt is wasted work.
 pub fn recv(fd: SharedFd, mut buf: Vec<u8>, poll_first: bool) -> Op<(SharedFd, Vec<u8>)> {
     let spare = buf.spare_capacity_mut();
-    let (ptr, len) = (
-        spare.as_mut_ptr().cast::<u8>(),
-        spare.len().min(u32::MAX as usize) as u32,
-    );
+    let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len().min(u32::MAX as usize) as u32);
     let ioprio = if poll_first { RECVSEND_POLL_FIRST } else { 0 };
-    let entry = opcode::Recv::new(fd_of(&fd), ptr, len)
-        .ioprio(ioprio)
-        .build();
+    let entry = opcode::Recv::new(fd_of(&fd), ptr, len).ioprio(ioprio).build();
     // SAFETY: the pointer is into the Vec's heap allocation, owned by the op; moving the Vec does
     // not move its allocation.
     unsafe { Op::submit(entry, (fd, buf)) }
+}
+
+/// Multishot receive into buffers of group `bgid`: one completion per chunk of data (its buffer id
+/// in the flags), until end of stream, an error, or the group running dry (`ENOBUFS`).
+pub fn recv_multi(fd: SharedFd, bgid: u16) -> OpStream<SharedFd> {
+    let entry = opcode::RecvMulti::new(fd_of(&fd), bgid).build();
+    // SAFETY: no pointers; buffers come from the registered group, which outlives the ring's use.
+    unsafe { OpStream::submit(entry, fd) }
 }
 
 /// Marks `n` more bytes of `buf` as initialised after a receive into its spare capacity.
@@ -150,9 +147,7 @@ pub fn send<B: IoBuf>(fd: SharedFd, buf: B, offset: usize) -> Op<(SharedFd, B)> 
     let len = (buf.bytes_len() - offset).min(u32::MAX as usize) as u32;
     // SAFETY (pointer arithmetic): offset <= len of the allocation.
     let ptr = unsafe { buf.stable_ptr().add(offset) };
-    let entry = opcode::Send::new(fd_of(&fd), ptr, len)
-        .flags(libc::MSG_NOSIGNAL)
-        .build();
+    let entry = opcode::Send::new(fd_of(&fd), ptr, len).flags(libc::MSG_NOSIGNAL).build();
     // SAFETY: the pointer is into `buf`'s stable memory, owned by the op.
     unsafe { Op::submit(entry, (fd, buf)) }
 }
@@ -177,10 +172,7 @@ pub fn writev(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> Op<WritevData> {
             skip -= b.len();
             continue;
         }
-        iov.push(libc::iovec {
-            iov_base: b[skip..].as_ptr() as *mut _,
-            iov_len: b.len() - skip,
-        });
+        iov.push(libc::iovec { iov_base: b[skip..].as_ptr() as *mut _, iov_len: b.len() - skip });
         skip = 0;
         if iov.len() == libc::UIO_MAXIOV as usize {
             break;
@@ -189,16 +181,50 @@ pub fn writev(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> Op<WritevData> {
     let entry = opcode::Writev::new(fd_of(&fd), iov.as_ptr(), iov.len() as u32).build();
     // SAFETY: the iovec array and every buffer it points into are owned by the op; neither the
     // Vec's allocation nor the Bytes' memory moves.
-    unsafe {
-        Op::submit(
-            entry,
-            WritevData {
-                fd,
-                bufs,
-                _iov: iov,
-            },
-        )
+    unsafe { Op::submit(entry, WritevData { fd, bufs, _iov: iov }) }
+}
+
+/// The resources of a zero-copy vectored send.
+pub struct ZcSendData {
+    /// The descriptor.
+    pub fd: SharedFd,
+    /// The buffers: the kernel reads them until the notification completion.
+    pub bufs: Vec<Bytes>,
+    _iov: Vec<libc::iovec>,
+    _msg: Box<libc::msghdr>,
+}
+
+/// `IORING_SEND_ZC_REPORT_USAGE`: the notification says whether the kernel had to copy after all.
+const SEND_ZC_REPORT_USAGE: u16 = 8;
+/// In a zero-copy notification's result: the data was copied.
+pub const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+
+/// Zero-copy vectored send (`SENDMSG_ZC`). Completes twice: the send's result (with `F_MORE`), then
+/// a notification (`F_NOTIF`) once the kernel no longer reads the buffers; only then may they be
+/// reused, which the returned stream guarantees by owning them until its last completion.
+pub fn sendmsg_zc(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> OpStream<ZcSendData> {
+    let mut skip = skip;
+    let mut iov = Vec::with_capacity(bufs.len().min(libc::UIO_MAXIOV as usize));
+    for b in &bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        iov.push(libc::iovec { iov_base: b[skip..].as_ptr() as *mut _, iov_len: b.len() - skip });
+        skip = 0;
+        if iov.len() == libc::UIO_MAXIOV as usize {
+            break;
+        }
     }
+    // SAFETY: msghdr is a plain C struct; zero is valid.
+    let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+    msg.msg_iov = iov.as_ptr() as *mut _;
+    msg.msg_iovlen = iov.len();
+    let entry =
+        opcode::SendMsgZc::new(fd_of(&fd), &*msg).ioprio(SEND_ZC_REPORT_USAGE).flags(libc::MSG_NOSIGNAL as u32).build();
+    // SAFETY: the header, the iovec array and the buffers are owned by the op until its final
+    // (notification) completion; none of their allocations moves.
+    unsafe { OpStream::submit(entry, ZcSendData { fd, bufs, _iov: iov, _msg: msg }) }
 }
 
 /// Shuts down one or both directions (`libc::SHUT_WR`, …).
@@ -218,13 +244,8 @@ pub fn close(fd: OwnedFd) -> Op<()> {
 /// Reads into the spare capacity of `buf` (eventfd, signalfd).
 pub fn read(fd: SharedFd, mut buf: Vec<u8>) -> Op<(SharedFd, Vec<u8>)> {
     let spare = buf.spare_capacity_mut();
-    let (ptr, len) = (
-        spare.as_mut_ptr().cast::<u8>(),
-        spare.len().min(u32::MAX as usize) as u32,
-    );
-    let entry = opcode::Read::new(fd_of(&fd), ptr, len)
-        .offset(u64::MAX)
-        .build();
+    let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len().min(u32::MAX as usize) as u32);
+    let entry = opcode::Read::new(fd_of(&fd), ptr, len).offset(u64::MAX).build();
     // SAFETY: as for `recv`.
     unsafe { Op::submit(entry, (fd, buf)) }
 }
@@ -265,10 +286,7 @@ pub struct DatagramData {
 pub fn recvmsg(fd: SharedFd, mut buf: Vec<u8>) -> Op<DatagramData> {
     let mut msg = MsgStore::new();
     let spare = buf.spare_capacity_mut();
-    msg.iov = libc::iovec {
-        iov_base: spare.as_mut_ptr().cast(),
-        iov_len: spare.len(),
-    };
+    msg.iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
     msg.hdr.msg_name = (&mut msg.addr as *mut libc::sockaddr_storage).cast();
     msg.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
     msg.hdr.msg_iov = &mut msg.iov;
@@ -291,17 +309,12 @@ pub fn sendmsg(fd: SharedFd, buf: Vec<u8>, addr: SocketAddr) -> Op<DatagramData>
             sa.len() as usize,
         )
     };
-    msg.iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut _,
-        iov_len: buf.len(),
-    };
+    msg.iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
     msg.hdr.msg_name = (&mut msg.addr as *mut libc::sockaddr_storage).cast();
     msg.hdr.msg_namelen = sa.len();
     msg.hdr.msg_iov = &mut msg.iov;
     msg.hdr.msg_iovlen = 1;
-    let entry = opcode::SendMsg::new(fd_of(&fd), &msg.hdr)
-        .flags(libc::MSG_NOSIGNAL as u32)
-        .build();
+    let entry = opcode::SendMsg::new(fd_of(&fd), &msg.hdr).flags(libc::MSG_NOSIGNAL as u32).build();
     // SAFETY: as for `recvmsg`.
     unsafe { Op::submit(entry, DatagramData { fd, buf, msg }) }
 }

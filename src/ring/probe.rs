@@ -63,10 +63,8 @@ impl Probe {
     pub fn run() -> Result<Probe, RingError> {
         let ring = Ring::with_entries(8)?;
         let table = ring.probe().map_err(RingError::Io)?;
-        let opcodes = OPCODES
-            .iter()
-            .map(|&(name, code, required)| (name, table.is_supported(code), required))
-            .collect();
+        let opcodes =
+            OPCODES.iter().map(|&(name, code, required)| (name, table.is_supported(code), required)).collect();
         let p = ring.params();
         let features = vec![
             ("nodrop", p.is_feature_nodrop()),
@@ -77,29 +75,17 @@ impl Probe {
             ("min_timeout", p.is_feature_min_timeout()),
             ("no_iowait", p.is_feature_no_iowait()),
         ];
-        Ok(Probe {
-            mode: ring.mode(),
-            opcodes,
-            features,
-        })
+        Ok(Probe { mode: ring.mode(), opcodes, features })
     }
 
     /// Fails with a clear error when a required opcode is missing (a kernel older than 6.1).
     pub fn require(&self) -> Result<(), RingError> {
-        let missing: Vec<&str> = self
-            .opcodes
-            .iter()
-            .filter(|(_, ok, req)| *req && !ok)
-            .map(|(n, _, _)| *n)
-            .collect();
+        let missing: Vec<&str> = self.opcodes.iter().filter(|(_, ok, req)| *req && !ok).map(|(n, _, _)| *n).collect();
         if missing.is_empty() {
             return Ok(());
         }
         Err(RingError::Unavailable {
-            cause: format!(
-                "the kernel lacks io_uring operations ringnode needs ({})",
-                missing.join(", ")
-            ),
+            cause: format!("the kernel lacks io_uring operations ringnode needs ({})", missing.join(", ")),
             fix: "use Linux 6.1 or newer".into(),
         })
     }
@@ -115,6 +101,7 @@ pub fn features_in_use(p: &Probe) -> Vec<String> {
     let mut v = vec![
         format!("setup {}", p.mode.flags()),
         "multishot accept".to_string(),
+        "multishot receive into a provided-buffer ring".to_string(),
     ];
     if p.opcodes.iter().any(|(n, ok, _)| *n == "MSG_RING" && *ok) {
         v.push("MSG_RING cross-core wake-ups".into());
@@ -122,8 +109,11 @@ pub fn features_in_use(p: &Probe) -> Vec<String> {
     if p.has("skip_cqe_on_success") {
         v.push("CQE skip on success (MSG_RING sends)".into());
     }
+    if p.opcodes.iter().any(|(n, ok, _)| *n == "SENDMSG_ZC" && *ok) {
+        v.push("SENDMSG_ZC for payloads at or above the zero-copy threshold".into());
+    }
     if p.has("recvsend_bundle") {
-        v.push("recv/send bundles: present, not used yet".into());
+        v.push("recv/send bundles: present, not used (see docs/ARCHITECTURE.md)".into());
     }
     v
 }

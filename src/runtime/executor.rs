@@ -88,15 +88,8 @@ impl Executor {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let id = entry.key();
-        let waker = Waker::from(Arc::new(TaskWaker {
-            task: id,
-            core: self.shared.clone(),
-        }));
-        entry.insert(TaskSlot {
-            future: Some(future),
-            scheduled: true,
-            waker,
-        });
+        let waker = Waker::from(Arc::new(TaskWaker { task: id, core: self.shared.clone() }));
+        entry.insert(TaskSlot { future: Some(future), scheduled: true, waker });
         self.run_queue.borrow_mut().push_back(id);
         id
     }
@@ -170,12 +163,7 @@ impl Executor {
     /// Drops every task (cancelling its operations) outside any borrow, since dropping a future
     /// may touch the executor again.
     fn drop_all_tasks(&self) {
-        let futures: Vec<LocalFuture> = self
-            .tasks
-            .borrow_mut()
-            .drain()
-            .filter_map(|s| s.future)
-            .collect();
+        let futures: Vec<LocalFuture> = self.tasks.borrow_mut().drain().filter_map(|s| s.future).collect();
         drop(futures);
         self.run_queue.borrow_mut().clear();
     }
@@ -221,10 +209,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let state = Rc::new(RefCell::new(JoinState {
-        value: None,
-        waker: None,
-    }));
+    let state = Rc::new(RefCell::new(JoinState { value: None, waker: None }));
     let st = state.clone();
     Executor::current().spawn_boxed(Box::pin(async move {
         let v = future.await;

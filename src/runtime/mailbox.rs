@@ -68,10 +68,7 @@ impl CoreShared {
     }
 
     pub(crate) fn remote_wake(&self, task: usize) {
-        self.remote_wakes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
+        self.remote_wakes.lock().unwrap_or_else(|e| e.into_inner()).push(task);
         self.notify();
     }
 
@@ -82,8 +79,7 @@ impl CoreShared {
             return;
         }
         let target = self.ring_fd.load(Ordering::Acquire);
-        let sent =
-            target >= 0 && ring::try_with_ring(|r| r.msg_ring(target, TOKEN_MAILBOX)).is_some();
+        let sent = target >= 0 && ring::try_with_ring(|r| r.msg_ring(target, TOKEN_MAILBOX)).is_some();
         if !sent {
             crate::sys::eventfd_signal(self.eventfd.as_raw_fd());
         }

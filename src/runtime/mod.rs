@@ -139,13 +139,9 @@ where
     Fut: Future<Output = R> + 'static,
     R: Send + 'static,
 {
-    let shared: Vec<Arc<CoreShared>> = (0..config.cpus.len())
-        .map(|i| CoreShared::new(i).map(Arc::new))
-        .collect::<Result<_, _>>()?;
-    let handle = Handle {
-        cores: Arc::new(shared),
-        signals: Arc::new(AtomicUsize::new(0)),
-    };
+    let shared: Vec<Arc<CoreShared>> =
+        (0..config.cpus.len()).map(|i| CoreShared::new(i).map(Arc::new)).collect::<Result<_, _>>()?;
+    let handle = Handle { cores: Arc::new(shared), signals: Arc::new(AtomicUsize::new(0)) };
     let signalfd = if config.handle_signals {
         crate::sys::block_stop_signals();
         Some(crate::sys::stop_signalfd()?)
@@ -161,43 +157,31 @@ where
         let entry = entry.clone();
         let ready = ready_tx.clone();
         // The signalfd goes to core 0 only. Rc is not Send, so hand over the raw OwnedFd.
-        let sigfd = if index == 0 {
-            signalfd.take().and_then(|r| Rc::try_unwrap(r).ok())
-        } else {
-            None
-        };
+        let sigfd = if index == 0 { signalfd.take().and_then(|r| Rc::try_unwrap(r).ok()) } else { None };
         let count = config.cpus.len();
-        let t = std::thread::Builder::new()
-            .name(format!("{}-{index}", config.name))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    // Pinning can fail inside a restricted cpuset; the core then runs unpinned.
-                    let _ = crate::sys::pin_current_thread(cpu);
+        let t = std::thread::Builder::new().name(format!("{}-{index}", config.name)).spawn(move || {
+            if let Some(cpu) = cpu {
+                // Pinning can fail inside a restricted cpuset; the core then runs unpinned.
+                let _ = crate::sys::pin_current_thread(cpu);
+            }
+            let ring = match Ring::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    // Nothing else to run; the caller reports the error.
+                    return None;
                 }
-                let ring = match Ring::new() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        // Nothing else to run; the caller reports the error.
-                        return None;
-                    }
-                };
-                let mode = ring.mode();
-                let shared = handle_c.cores[index].clone();
-                shared.set_ring_fd(ring.fd());
-                ring::install(ring);
-                let _ = ready.send(Ok(()));
-                drop(ready);
-                let info = CoreInfo {
-                    index,
-                    count,
-                    cpu,
-                    mode,
-                    handle: handle_c.clone(),
-                };
-                let out = run_core(shared, &handle_c, sigfd, entry(info));
-                Some(out)
-            })?;
+            };
+            let mode = ring.mode();
+            let shared = handle_c.cores[index].clone();
+            shared.set_ring_fd(ring.fd());
+            ring::install(ring);
+            let _ = ready.send(Ok(()));
+            drop(ready);
+            let info = CoreInfo { index, count, cpu, mode, handle: handle_c.clone() };
+            let out = run_core(shared, &handle_c, sigfd, entry(info));
+            Some(out)
+        })?;
         threads.push(t);
     }
     drop(ready_tx);
@@ -299,6 +283,7 @@ fn run_core<Fut: Future + 'static>(
                 exec.begin_shutdown();
             }
         }
+        crate::buf::recycle();
         let wait = !exec.has_ready();
         let entered = ring::with_ring(|r| {
             let e = r.enter(wait);
@@ -320,8 +305,8 @@ fn run_core<Fut: Future + 'static>(
             std::task::Poll::Pending => unreachable!("main finished"),
         }
     };
-    if let Some(mut ring) = ring::uninstall() {
-        ring.drain(DRAIN_LIMIT);
-    }
+    ring::with_ring(|r| r.drain(DRAIN_LIMIT));
+    crate::buf::release_pool();
+    drop(ring::uninstall());
     out
 }

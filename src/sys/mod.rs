@@ -13,8 +13,7 @@ pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: we pass the size of `set` and a valid pointer to it.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         return (0..n).collect();
@@ -46,10 +45,7 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// The soft and hard `RLIMIT_NOFILE`.
 pub fn nofile_limit() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid out-pointer for getrlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return (1024, 1024);
@@ -63,10 +59,7 @@ pub fn raise_nofile_limit() -> u64 {
     if soft >= hard {
         return soft;
     }
-    let lim = libc::rlimit {
-        rlim_cur: hard as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
-    };
+    let lim = libc::rlimit { rlim_cur: hard as libc::rlim_t, rlim_max: hard as libc::rlim_t };
     // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one needs no privilege.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
         hard
@@ -83,12 +76,7 @@ pub fn kernel_release() -> String {
     if unsafe { libc::uname(&mut uts) } != 0 {
         return "unknown".into();
     }
-    let bytes: Vec<u8> = uts
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let bytes: Vec<u8> = uts.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -189,41 +177,21 @@ pub fn process_cpu_seconds() -> f64 {
 pub fn deny_io_uring_setup(errno: i32) -> io::Result<()> {
     let nr = libc::SYS_io_uring_setup as u32;
     let ret_errno = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     let filter = [
         // Load the syscall number (offset 0 of struct seccomp_data).
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: nr,
-        },
+        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt: 0, jf: 1, k: nr },
         stmt(libc::BPF_RET | libc::BPF_K, ret_errno),
         stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut _,
-    };
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `prog` points at `filter`, which lives until the call returns; the kernel copies it.
-    if unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const _,
-        )
-    } != 0
-    {
+    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -20,11 +20,7 @@ pub fn ringnode(args: &[&str]) -> Command {
 
 /// Runs to completion with a time bound; panics (and kills the child) if it takes longer.
 pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringnode");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ringnode");
     let deadline = Instant::now() + limit;
     loop {
         if child.try_wait().expect("wait").is_some() {
@@ -53,11 +49,7 @@ pub struct Server {
 impl Server {
     /// Starts `ringnode echo` with `args` and waits (up to 20 s) for its "listening on" line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = ringnode(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
+        let mut child = ringnode(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -85,11 +77,7 @@ impl Server {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        Server {
-            child: Some(child),
-            addr,
-            stdout_rest: Some(rx),
-        }
+        Server { child: Some(child), addr, stdout_rest: Some(rx) }
     }
 
     /// Sends SIGTERM and waits (up to `limit`) for the exit; returns (exit code, rest of stdout,
@@ -135,14 +123,8 @@ impl Drop for Server {
 
 /// Parses "N connections, A messages / B bytes in, C messages / D bytes out" from the stop line.
 pub fn parse_stop_line(out: &str) -> (u64, u64, u64) {
-    let line = out
-        .lines()
-        .find(|l| l.contains("stopped:"))
-        .unwrap_or_else(|| panic!("no stop line in: {out}"));
-    let nums: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|t| t.parse().ok())
-        .collect();
+    let line = out.lines().find(|l| l.contains("stopped:")).unwrap_or_else(|| panic!("no stop line in: {out}"));
+    let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect();
     // connections, msgs in, bytes in, msgs out, bytes out, errors
     (nums[0], nums[2], nums[4])
 }

@@ -1,0 +1,284 @@
+//! The decoder: takes receive buffers as they come (a frame may be split anywhere), validates each
+//! header before buffering its payload, and returns payloads as slices of the receive buffer when
+//! a frame lies inside one (copying, and counting, only frames that span buffers).
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{Frame, FrameError, Kind, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, MAX_PAYLOAD_LIMIT, VERSION};
+
+/// What the decoder did, for the copy accounting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Frames decoded.
+    pub frames: u64,
+    /// Payload bytes decoded.
+    pub payload_bytes: u64,
+    /// Frames whose payload spanned receive buffers and was copied into one.
+    pub spanning_frames: u64,
+    /// Payload bytes copied for those.
+    pub copied_bytes: u64,
+}
+
+/// A sans-IO frame decoder for one connection.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    max_payload: u32,
+    require_hello: bool,
+    seen_hello: bool,
+    failed: Option<FrameError>,
+    stats: DecodeStats,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new(DEFAULT_MAX_PAYLOAD)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder that rejects payloads over `max_payload` bytes (clamped to
+    /// [`MAX_PAYLOAD_LIMIT`]) and requires HELLO first.
+    pub fn new(max_payload: u32) -> FrameDecoder {
+        FrameDecoder {
+            chunks: VecDeque::new(),
+            buffered: 0,
+            max_payload: max_payload.min(MAX_PAYLOAD_LIMIT),
+            require_hello: true,
+            seen_hello: false,
+            failed: None,
+            stats: DecodeStats::default(),
+        }
+    }
+
+    /// A decoder that does not require the HELLO (after a handshake done elsewhere).
+    pub fn without_hello(max_payload: u32) -> FrameDecoder {
+        FrameDecoder { require_hello: false, seen_hello: true, ..FrameDecoder::new(max_payload) }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Bytes received and not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Adds received bytes.
+    pub fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() && self.failed.is_none() {
+            self.buffered += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    fn peek_header(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        let mut n = 0;
+        for c in &self.chunks {
+            let take = (HEADER_LEN - n).min(c.len());
+            h[n..n + take].copy_from_slice(&c[..take]);
+            n += take;
+            if n == HEADER_LEN {
+                break;
+            }
+        }
+        h
+    }
+
+    fn validate(&self, h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u32), FrameError> {
+        let kind = Kind::from_u8(h[0]).ok_or(FrameError::UnknownKind(h[0]))?;
+        if h[1] != 0 {
+            return Err(FrameError::BadFlags(h[1]));
+        }
+        if h[2] != 0 || h[3] != 0 {
+            return Err(FrameError::BadReserved);
+        }
+        let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        if len > self.max_payload {
+            return Err(FrameError::TooLarge { len, max: self.max_payload });
+        }
+        if !self.seen_hello && kind != Kind::Hello {
+            return Err(FrameError::BeforeHello(kind));
+        }
+        if self.seen_hello && self.require_hello && kind == Kind::Hello {
+            return Err(FrameError::DuplicateHello);
+        }
+        if kind == Kind::Close && len < 2 {
+            return Err(FrameError::BadLength { kind, len });
+        }
+        Ok((kind, h[1], len))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.buffered -= n;
+        while n > 0 {
+            let front = self.chunks.front_mut().expect("advance within buffered bytes");
+            if front.len() > n {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    fn take_payload(&mut self, len: usize) -> Bytes {
+        self.buffered -= len;
+        let front = self.chunks.front_mut().expect("payload is buffered");
+        if front.len() >= len {
+            let p = front.split_to(len);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            return p;
+        }
+        // The frame spans receive buffers: gather it into one.
+        self.stats.spanning_frames += 1;
+        self.stats.copied_bytes += len as u64;
+        let mut out = BytesMut::with_capacity(len);
+        let mut need = len;
+        while need > 0 {
+            let front = self.chunks.front_mut().expect("payload is buffered");
+            let take = need.min(front.len());
+            out.extend_from_slice(&front[..take]);
+            front.advance(take);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            need -= take;
+        }
+        out.freeze()
+    }
+
+    /// The next frame: `None` when more bytes are needed, `Some(Err)` when the stream is invalid
+    /// (after which the decoder yields nothing more: the connection must close).
+    pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
+        if let Some(e) = &self.failed {
+            return Some(Err(e.clone()));
+        }
+        if self.buffered < HEADER_LEN {
+            return None;
+        }
+        let h = self.peek_header();
+        let (kind, flags, len) = match self.validate(&h) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(self.fail(e))),
+        };
+        if self.buffered < HEADER_LEN + len as usize {
+            return None;
+        }
+        self.advance(HEADER_LEN);
+        let payload = if len == 0 { Bytes::new() } else { self.take_payload(len as usize) };
+        if kind == Kind::Hello {
+            if let Err(e) = check_hello(&payload) {
+                return Some(Err(self.fail(e)));
+            }
+            self.seen_hello = true;
+        }
+        self.stats.frames += 1;
+        self.stats.payload_bytes += u64::from(len);
+        Some(Ok(Frame { kind, flags, payload }))
+    }
+
+    fn fail(&mut self, e: FrameError) -> FrameError {
+        self.failed = Some(e.clone());
+        self.chunks.clear();
+        self.buffered = 0;
+        e
+    }
+}
+
+fn check_hello(p: &[u8]) -> Result<(), FrameError> {
+    if p.len() < 8 || &p[..4] != MAGIC {
+        return Err(FrameError::BadHello);
+    }
+    let version = u16::from_be_bytes([p[4], p[5]]);
+    if version != VERSION {
+        return Err(FrameError::UnsupportedVersion(version));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{close_frame, encode_to_vec, hello_payload};
+    use super::*;
+
+    fn hello() -> Frame {
+        Frame { kind: Kind::Hello, flags: 0, payload: hello_payload() }
+    }
+
+    #[test]
+    fn frames_inside_one_buffer_are_slices_of_it() {
+        let wire = Bytes::from(encode_to_vec(&[hello(), Frame::data(Bytes::from_static(b"abc"))]));
+        let mut d = FrameDecoder::default();
+        d.push(wire.clone());
+        assert_eq!(d.next_frame().unwrap().unwrap().kind, Kind::Hello);
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(&f.payload[..], b"abc");
+        // Same memory as the receive buffer: no copy.
+        assert!(wire.as_ptr_range().contains(&f.payload.as_ptr()));
+        assert_eq!(d.stats().copied_bytes, 0);
+        assert!(d.next_frame().is_none());
+    }
+
+    #[test]
+    fn a_frame_split_across_buffers_is_copied_and_counted() {
+        let wire = encode_to_vec(&[hello(), Frame::data(Bytes::from(vec![7u8; 100]))]);
+        let mut d = FrameDecoder::default();
+        d.push(Bytes::copy_from_slice(&wire[..30]));
+        d.push(Bytes::copy_from_slice(&wire[30..]));
+        d.next_frame().unwrap().unwrap();
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(f.payload.len(), 100);
+        assert_eq!(d.stats().spanning_frames, 1);
+        assert_eq!(d.stats().copied_bytes, 100);
+    }
+
+    #[test]
+    fn oversize_is_rejected_from_the_header_alone() {
+        let mut d = FrameDecoder::new(1024);
+        d.push(Bytes::from(encode_to_vec(&[hello()])));
+        d.next_frame().unwrap().unwrap();
+        // Only the header of a 1 GiB frame has arrived.
+        d.push(Bytes::from_static(&[2, 0, 0, 0, 0x40, 0, 0, 0]));
+        assert_eq!(d.next_frame(), Some(Err(FrameError::TooLarge { len: 1 << 30, max: 1024 })));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn every_bad_header_has_its_error() {
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            (vec![9, 0, 0, 0, 0, 0, 0, 0], FrameError::UnknownKind(9)),
+            (vec![2, 1, 0, 0, 0, 0, 0, 0], FrameError::BadFlags(1)),
+            (vec![2, 0, 0, 1, 0, 0, 0, 0], FrameError::BadReserved),
+            (vec![3, 0, 0, 0, 0, 0, 0, 1, 0], FrameError::BadLength { kind: Kind::Close, len: 1 }),
+            (encode_to_vec(&[hello()]), FrameError::DuplicateHello),
+        ];
+        for (bytes, want) in cases {
+            let mut d = FrameDecoder::default();
+            d.push(Bytes::from(encode_to_vec(&[hello()])));
+            d.next_frame().unwrap().unwrap();
+            d.push(Bytes::from(bytes));
+            assert_eq!(d.next_frame(), Some(Err(want)));
+        }
+        let mut d = FrameDecoder::default();
+        d.push(Bytes::from(encode_to_vec(&[Frame::data(Bytes::new())])));
+        assert_eq!(d.next_frame(), Some(Err(FrameError::BeforeHello(Kind::Data))));
+        let mut d = FrameDecoder::default();
+        d.push(Bytes::from(encode_to_vec(&[Frame {
+            kind: Kind::Hello,
+            flags: 0,
+            payload: Bytes::from_static(b"RNOD\x00\x09\x00\x00"),
+        }])));
+        assert_eq!(d.next_frame(), Some(Err(FrameError::UnsupportedVersion(9))));
+        let close = close_frame(4, "too large");
+        assert_eq!(u16::from_be_bytes([close.payload[0], close.payload[1]]), 4);
+    }
+}

@@ -1,0 +1,72 @@
+//! The encoder: writes headers only. Payloads travel as the caller's `Bytes`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{Frame, Kind, HEADER_LEN, MAGIC, VERSION};
+
+/// Writes frame headers into one reusable buffer; each header comes out as a `Bytes` slice of it,
+/// so encoding allocates only when the buffer has to grow (and reclaims its space once the headers
+/// handed out have been sent and dropped).
+#[derive(Debug, Default)]
+pub struct FrameEncoder {
+    headers: BytesMut,
+}
+
+impl FrameEncoder {
+    /// An encoder with room for `frames` headers before it grows.
+    pub fn with_capacity(frames: usize) -> FrameEncoder {
+        FrameEncoder { headers: BytesMut::with_capacity(frames * HEADER_LEN) }
+    }
+
+    /// The header of a frame of `kind` with `len` payload bytes.
+    pub fn header(&mut self, kind: Kind, flags: u8, len: u32) -> Bytes {
+        if self.headers.capacity() - self.headers.len() < HEADER_LEN {
+            // Reclaims the space of headers already dropped, or grows.
+            self.headers.reserve(64 * HEADER_LEN);
+        }
+        self.headers.put_u8(kind as u8);
+        self.headers.put_u8(flags);
+        self.headers.put_u16(0);
+        self.headers.put_u32(len);
+        self.headers.split().freeze()
+    }
+
+    /// Header and payload of `frame`, ready for a vectored send.
+    pub fn encode(&mut self, frame: &Frame) -> [Bytes; 2] {
+        [self.header(frame.kind, frame.flags, frame.payload.len() as u32), frame.payload.clone()]
+    }
+}
+
+/// The payload of this build's HELLO: magic, version, flags (none), no extensions.
+pub fn hello_payload() -> Bytes {
+    let mut b = BytesMut::with_capacity(8);
+    b.put_slice(MAGIC);
+    b.put_u16(VERSION);
+    b.put_u16(0);
+    b.freeze()
+}
+
+/// A CLOSE frame with `code` and a UTF-8 `reason` (cut to 120 bytes on a character boundary).
+pub fn close_frame(code: u16, reason: &str) -> Frame {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut b = BytesMut::with_capacity(2 + end);
+    b.put_u16(code);
+    b.put_slice(&reason.as_bytes()[..end]);
+    Frame { kind: Kind::Close, flags: 0, payload: b.freeze() }
+}
+
+/// Encodes frames into one contiguous buffer (tests, fuzzing and simple clients).
+pub fn encode_to_vec(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        out.push(f.kind as u8);
+        out.push(f.flags);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(f.payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&f.payload);
+    }
+    out
+}

@@ -1,0 +1,170 @@
+//! The native wire format as a sans-IO codec (specified in `docs/PROTOCOL.md`): bytes in, frames
+//! or a typed error out; frames in, headers out. No I/O, and no allocation per frame beyond what a
+//! frame that spans two receive buffers needs.
+//!
+//! ```text
+//!  0        1        2        3        4                                 8
+//! +--------+--------+--------+--------+--------+--------+--------+--------+
+//! |  kind  | flags  |    reserved (0) |      payload length (u32, BE)     |
+//! +--------+--------+--------+--------+--------+--------+--------+--------+
+//! ```
+//!
+//! Knows nothing of sockets or rings.
+
+mod decode;
+mod encode;
+
+pub use decode::{DecodeStats, FrameDecoder};
+pub use encode::{close_frame, encode_to_vec, hello_payload, FrameEncoder};
+
+use bytes::Bytes;
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 8;
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// The first bytes of a HELLO payload.
+pub const MAGIC: &[u8; 4] = b"RNOD";
+/// Default largest payload a decoder accepts.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
+/// Largest payload any decoder may be configured to accept.
+pub const MAX_PAYLOAD_LIMIT: u32 = 64 << 20;
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Opens every connection: magic, version, flags, extensions.
+    Hello = 1,
+    /// Application data.
+    Data = 2,
+    /// The sender is closing: error code and reason.
+    Close = 3,
+    /// Liveness probe.
+    Ping = 4,
+    /// Answer to a ping.
+    Pong = 5,
+}
+
+impl Kind {
+    /// The kind for a wire byte.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Data,
+            3 => Kind::Close,
+            4 => Kind::Ping,
+            5 => Kind::Pong,
+            _ => return None,
+        })
+    }
+}
+
+/// One frame: its payload is a slice of a receive buffer (or of the sender's buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The kind.
+    pub kind: Kind,
+    /// Flags (none defined in version 1; must be zero).
+    pub flags: u8,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// A DATA frame.
+    pub fn data(payload: Bytes) -> Frame {
+        Frame { kind: Kind::Data, flags: 0, payload }
+    }
+}
+
+/// Why a byte stream is not valid protocol. Each has a wire code (sent in the CLOSE frame) and a
+/// name (for counters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The kind byte is not one this version knows.
+    #[error("unknown frame kind {0:#04x}")]
+    UnknownKind(u8),
+    /// Flag bits that version 1 does not define.
+    #[error("undefined flags {0:#04x} on a frame")]
+    BadFlags(u8),
+    /// The reserved header bytes are not zero.
+    #[error("reserved header bytes are not zero")]
+    BadReserved,
+    /// The announced payload is larger than the limit; rejected before any payload is buffered.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The first frame on a connection was not HELLO.
+    #[error("{0:?} frame before HELLO")]
+    BeforeHello(Kind),
+    /// A second HELLO.
+    #[error("HELLO after the handshake")]
+    DuplicateHello,
+    /// A HELLO payload that is not magic + version + flags.
+    #[error("malformed HELLO")]
+    BadHello,
+    /// A HELLO with a version this build does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u16),
+    /// A payload whose length does not fit its kind (a CLOSE shorter than its code).
+    #[error("bad length {len} for a {kind:?} frame")]
+    BadLength {
+        /// The kind.
+        kind: Kind,
+        /// The length.
+        len: u32,
+    },
+}
+
+impl FrameError {
+    /// The code carried in the CLOSE frame (see `docs/PROTOCOL.md`).
+    pub fn code(&self) -> u16 {
+        match self {
+            FrameError::UnknownKind(_) => 1,
+            FrameError::BadFlags(_) => 2,
+            FrameError::BadReserved => 3,
+            FrameError::TooLarge { .. } => 4,
+            FrameError::BeforeHello(_) => 5,
+            FrameError::DuplicateHello => 6,
+            FrameError::BadHello => 7,
+            FrameError::UnsupportedVersion(_) => 8,
+            FrameError::BadLength { .. } => 9,
+        }
+    }
+
+    /// A short stable name, for per-reason counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FrameError::UnknownKind(_) => "unknown_kind",
+            FrameError::BadFlags(_) => "bad_flags",
+            FrameError::BadReserved => "bad_reserved",
+            FrameError::TooLarge { .. } => "too_large",
+            FrameError::BeforeHello(_) => "before_hello",
+            FrameError::DuplicateHello => "duplicate_hello",
+            FrameError::BadHello => "bad_hello",
+            FrameError::UnsupportedVersion(_) => "unsupported_version",
+            FrameError::BadLength { .. } => "bad_length",
+        }
+    }
+
+    /// Every reason, in code order (for reports).
+    pub const NAMES: [&'static str; 9] = [
+        "unknown_kind",
+        "bad_flags",
+        "bad_reserved",
+        "too_large",
+        "before_hello",
+        "duplicate_hello",
+        "bad_hello",
+        "unsupported_version",
+        "bad_length",
+    ];
+}
+
+/// Close code for a normal close.
+pub const CLOSE_NORMAL: u16 = 0;
