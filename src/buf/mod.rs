@@ -234,14 +234,16 @@ impl BufPool {
         if self.shared.returns.is_empty() {
             return 0;
         }
-        let mut bids = Vec::new();
-        self.shared.returns.take_all(|bid| bids.push(bid));
-        for &bid in &bids {
+        // No allocation here: this runs once per loop turn.
+        let shared = self.shared.clone();
+        let mut n = 0;
+        shared.returns.take_all(|bid| {
             self.publish(bid);
-        }
+            n += 1;
+        });
         self.commit();
-        self.stats.recycled += bids.len() as u64;
-        bids.len()
+        self.stats.recycled += n as u64;
+        n
     }
 
     /// Counts a receive that found the ring empty.
@@ -278,6 +280,13 @@ impl Drop for BufPool {
 
 thread_local! {
     static POOL: RefCell<Option<BufPool>> = const { RefCell::new(None) };
+    static CONFIG: std::cell::Cell<Option<PoolConfig>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the layout this core's pool will have when it is first used (tests use tiny pools to
+/// exhaust them on purpose). No effect once the pool exists.
+pub fn configure(cfg: PoolConfig) {
+    CONFIG.with(|c| c.set(Some(cfg)));
 }
 
 /// Runs `f` with this core's pool, registering it on first use.
@@ -285,7 +294,8 @@ pub fn with_pool<R>(f: impl FnOnce(&mut BufPool) -> R) -> io::Result<R> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.is_none() {
-            *p = Some(BufPool::register()?);
+            let cfg = CONFIG.with(|c| c.get()).unwrap_or_default();
+            *p = Some(BufPool::register_with(cfg)?);
         }
         Ok(f(p.as_mut().expect("just registered")))
     })

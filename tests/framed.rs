@@ -1,0 +1,192 @@
+//! The framed path end to end, with a client that frames bytes by hand (sharing no code with the
+//! server's codec), and bad input aimed at a server that carries healthy traffic meanwhile.
+#![allow(unsafe_code)] // kill(2) in the shared child-process helpers
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{parse_stop_line, Server};
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![kind, 0, 0, 0];
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn hello() -> Vec<u8> {
+    frame(1, b"RNOD\x00\x01\x00\x00")
+}
+
+/// Reads one frame: (kind, payload).
+fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h)?;
+    let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p)?;
+    Ok((h[0], p))
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn handshake(s: &mut TcpStream) {
+    s.write_all(&hello()).unwrap();
+    let (kind, p) = read_frame(s).unwrap();
+    assert_eq!(kind, 1, "server's first frame is HELLO");
+    assert_eq!(&p[..6], b"RNOD\x00\x01");
+}
+
+#[test]
+fn frames_split_anywhere_come_back_whole_and_in_order() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed"]);
+    let mut s = connect(&server);
+    handshake(&mut s);
+    let payloads: Vec<Vec<u8>> =
+        (0..200usize).map(|i| (0..(i * 997) % 70_000).map(|j| (i + j) as u8).collect()).collect();
+    let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(2, p)).collect();
+    let mut writer = s.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        // Odd-sized writes, so frames and headers are split at every kind of boundary.
+        for chunk in wire.chunks(1237) {
+            writer.write_all(chunk).unwrap();
+        }
+    });
+    for p in &payloads {
+        let (kind, got) = read_frame(&mut s).unwrap();
+        assert_eq!(kind, 2);
+        assert!(got == *p, "payload of {} bytes differs", p.len());
+    }
+    t.join().unwrap();
+    // PING is answered with a PONG carrying the same bytes.
+    s.write_all(&frame(4, b"are you there")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), (5, b"are you there".to_vec()));
+    drop(s);
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(out.contains("200 messages"), "{out}");
+}
+
+/// Each bad input, the CLOSE code the server must answer with, and the counter name.
+fn bad_inputs() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let mut oversize = vec![2, 0, 0, 0];
+    oversize.extend_from_slice(&(64u32 << 20).to_be_bytes());
+    vec![
+        ("unknown_kind", [hello(), frame(0x7f, b"x")].concat(), 1),
+        ("bad_flags", [hello(), vec![2, 0x80, 0, 0, 0, 0, 0, 0]].concat(), 2),
+        ("bad_reserved", [hello(), vec![2, 0, 0, 9, 0, 0, 0, 0]].concat(), 3),
+        ("too_large", [hello(), oversize].concat(), 4),
+        ("before_hello", frame(2, b"data first"), 5),
+        ("duplicate_hello", [hello(), hello()].concat(), 6),
+        ("bad_hello", frame(1, b"HTTP/1.1"), 7),
+        ("unsupported_version", frame(1, b"RNOD\x00\x09\x00\x00"), 8),
+        ("bad_length", [hello(), frame(3, b"x")].concat(), 9),
+    ]
+}
+
+#[test]
+fn each_bad_frame_closes_only_its_connection_with_a_reason() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed", "--max-frame", "1MiB"]);
+    // Healthy traffic on two connections for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let healthy: Vec<_> = (0..2)
+        .map(|n| {
+            let mut s = connect(&server);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                handshake(&mut s);
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let p: Vec<u8> = (0..3000).map(|i| (i as u64 * 31 + rounds + n) as u8).collect();
+                    s.write_all(&frame(2, &p)).unwrap();
+                    let (kind, got) = read_frame(&mut s).expect("healthy connection keeps working");
+                    assert_eq!(kind, 2);
+                    assert!(got == p, "healthy payload corrupted");
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    for (name, bytes, code) in bad_inputs() {
+        let mut s = connect(&server);
+        s.write_all(&bytes).unwrap();
+        // Read frames until CLOSE (the server's HELLO may come first), then end of stream.
+        let mut close = None;
+        while let Ok((kind, p)) = read_frame(&mut s) {
+            if kind == 3 {
+                close = Some(p);
+                break;
+            }
+        }
+        let p = close.unwrap_or_else(|| panic!("{name}: no CLOSE frame"));
+        assert_eq!(u16::from_be_bytes([p[0], p[1]]), code, "{name}: close code");
+        assert!(!p[2..].is_empty(), "{name}: close reason is empty");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    // A frame cut off by the peer mid-payload: the connection just ends, nothing else does.
+    let mut s = connect(&server);
+    s.write_all(&[hello(), frame(2, &[1u8; 5000])[..2000].to_vec()].concat()).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for h in healthy {
+        assert!(h.join().unwrap() > 0);
+    }
+    let (code, out, err) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    for (name, _, _) in bad_inputs() {
+        assert!(out.contains(&format!("{name} 1")), "counter for {name} in: {out}");
+    }
+    assert_eq!(parse_stop_line(&out).0, 2 + bad_inputs().len() as u64 + 1);
+}
+
+#[test]
+fn framed_load_counts_match_the_server() {
+    let server =
+        Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed", "--zc-threshold", "16KiB"]);
+    let target = server.addr.to_string();
+    let mut total = 0u64;
+    for (size, pipeline) in [("64", "16"), ("40KiB", "2")] {
+        let out = common::run_bounded(
+            common::ringnode(&[
+                "load",
+                "--mode",
+                "framed",
+                "--target",
+                &target,
+                "--connections",
+                "8",
+                "--size",
+                size,
+                "--pipeline",
+                pipeline,
+                "--duration",
+                "1s",
+                "--cores",
+                "1",
+                "--json",
+            ]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["errors"]["mismatch"], 0);
+        assert_eq!(v["messages_sent"], v["messages_received"]);
+        total += v["messages_received"].as_u64().unwrap();
+    }
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(out.contains(" 0 errors"), "{out}");
+    assert!(out.contains(&format!("16 connections, {total} messages / ")), "{total} in: {out}");
+}
