@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use socket2::SockRef;
 
+use bytes::Bytes;
+
 use crate::frame::{close_frame, hello_payload, Frame, FrameDecoder, FrameEncoder, Kind};
 use crate::net::{serve_tcp, NetError, SendQueue, TcpListener, TcpStream, UdpSocket};
 use crate::ring::ops::SharedFd;
@@ -40,6 +42,11 @@ pub struct EchoStats {
     pub frame_errors: [u64; 9],
     /// Receive buffer pool counters.
     pub pool: crate::buf::PoolStats,
+    /// Framed: what the decoders did (payload bytes, and those copied because a frame spanned
+    /// receive buffers).
+    pub decode: crate::frame::DecodeStats,
+    /// Send-side counters (vectored and zero-copy sends).
+    pub send: crate::net::SendStats,
 }
 
 impl EchoStats {
@@ -54,6 +61,16 @@ impl EchoStats {
         self.pool.enobufs += o.pool.enobufs;
         self.pool.leases += o.pool.leases;
         self.pool.recycled += o.pool.recycled;
+        self.decode.frames += o.decode.frames;
+        self.decode.payload_bytes += o.decode.payload_bytes;
+        self.decode.spanning_frames += o.decode.spanning_frames;
+        self.decode.copied_bytes += o.decode.copied_bytes;
+        self.send.writevs += o.send.writevs;
+        self.send.zc_sends += o.send.zc_sends;
+        self.send.zc_copied += o.send.zc_copied;
+        self.send.zc_zero_copy += o.send.zc_zero_copy;
+        self.send.zc_bytes += o.send.zc_bytes;
+        self.send.zc_given_up += o.send.zc_given_up;
         for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
             *a += b;
         }
@@ -207,6 +224,7 @@ async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, fram
     if let Some(p) = crate::buf::pool_stats() {
         stats.pool = p;
     }
+    stats.send = crate::net::send_stats();
     stats
 }
 
@@ -256,6 +274,9 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
     let hello = Frame { kind: Kind::Hello, flags: 0, payload: hello_payload() };
     let mut failed = tx.push(&enc.encode(&hello)).is_err() || tx.flush().await.is_err();
+    // Reused for every frame: no allocation per frame once they have grown.
+    let mut parts: Vec<Bytes> = Vec::with_capacity(8);
+    let mut unit: Vec<Bytes> = Vec::with_capacity(8);
     'conn: while !failed {
         let chunk = match rx.next().await {
             None => break,
@@ -268,14 +289,16 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
         let n = chunk.len() as u64;
         bump(|s| s.bytes_in += n);
         dec.push(chunk);
-        while let Some(r) = dec.next_frame() {
-            let reply = match r {
-                Ok(f) => match f.kind {
+        loop {
+            parts.clear();
+            let Some(r) = dec.next_frame_parts(&mut parts) else { break };
+            let reply_kind = match r {
+                Ok((kind, _, _)) => match kind {
                     Kind::Data => {
                         bump(|s| s.messages_in += 1);
-                        f
+                        Kind::Data
                     }
-                    Kind::Ping => Frame { kind: Kind::Pong, flags: 0, payload: f.payload },
+                    Kind::Ping => Kind::Pong,
                     Kind::Close => break 'conn,
                     Kind::Hello | Kind::Pong => continue,
                 },
@@ -292,20 +315,23 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
                     break 'conn;
                 }
             };
-            let parts = enc.encode(&reply);
-            let len = parts[0].len() + parts[1].len();
-            if tx.push(&parts).is_err() {
+            // The reply: a new header, then the payload as the very slices it arrived in.
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            unit.clear();
+            unit.push(enc.header(reply_kind, 0, len as u32));
+            unit.append(&mut parts);
+            if tx.push(&unit).is_err() {
                 // Full: this connection waits for its own send; no other connection is held up.
                 if tx.flush().await.is_err() {
                     failed = true;
                     break 'conn;
                 }
-                let _ = tx.push(&parts);
+                let _ = tx.push(&unit);
             }
-            if reply.kind == Kind::Data {
+            if reply_kind == Kind::Data {
                 bump(|s| {
                     s.messages_out += 1;
-                    s.bytes_out += len as u64;
+                    s.bytes_out += (len + crate::frame::HEADER_LEN) as u64;
                 });
             }
         }
@@ -313,6 +339,13 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
             failed = true;
         }
     }
+    let d = dec.stats();
+    bump(|s| {
+        s.decode.frames += d.frames;
+        s.decode.payload_bytes += d.payload_bytes;
+        s.decode.spanning_frames += d.spanning_frames;
+        s.decode.copied_bytes += d.copied_bytes;
+    });
     drop(rx);
     if failed {
         bump(|s| s.errors += 1);

@@ -15,9 +15,11 @@ pub struct DecodeStats {
     pub frames: u64,
     /// Payload bytes decoded.
     pub payload_bytes: u64,
-    /// Frames whose payload spanned receive buffers and was copied into one.
+    /// Frames whose payload spanned receive buffers.
     pub spanning_frames: u64,
-    /// Payload bytes copied for those.
+    /// Payload bytes copied because a frame spanned buffers and the caller asked for one
+    /// contiguous payload ([`FrameDecoder::next_frame`]); [`FrameDecoder::next_frame_parts`]
+    /// copies nothing.
     pub copied_bytes: u64,
 }
 
@@ -156,9 +158,8 @@ impl FrameDecoder {
         out.freeze()
     }
 
-    /// The next frame: `None` when more bytes are needed, `Some(Err)` when the stream is invalid
-    /// (after which the decoder yields nothing more: the connection must close).
-    pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
+    /// Validates the next header and, once its whole frame is buffered, consumes the header.
+    fn next_header(&mut self) -> Option<Result<(Kind, u8, u32), FrameError>> {
         if let Some(e) = &self.failed {
             return Some(Err(e.clone()));
         }
@@ -174,16 +175,63 @@ impl FrameDecoder {
             return None;
         }
         self.advance(HEADER_LEN);
-        let payload = if len == 0 { Bytes::new() } else { self.take_payload(len as usize) };
+        Some(Ok((kind, flags, len)))
+    }
+
+    fn finish(&mut self, kind: Kind, payload: &Bytes, len: u32) -> Result<(), FrameError> {
         if kind == Kind::Hello {
-            if let Err(e) = check_hello(&payload) {
-                return Some(Err(self.fail(e)));
+            if let Err(e) = check_hello(payload) {
+                return Err(self.fail(e));
             }
             self.seen_hello = true;
         }
         self.stats.frames += 1;
         self.stats.payload_bytes += u64::from(len);
-        Some(Ok(Frame { kind, flags, payload }))
+        Ok(())
+    }
+
+    /// The next frame: `None` when more bytes are needed, `Some(Err)` when the stream is invalid
+    /// (after which the decoder yields nothing more: the connection must close). A payload that
+    /// spans receive buffers is copied into one (and counted).
+    pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
+        let (kind, flags, len) = match self.next_header()? {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        let payload = if len == 0 { Bytes::new() } else { self.take_payload(len as usize) };
+        Some(self.finish(kind, &payload, len).map(|()| Frame { kind, flags, payload }))
+    }
+
+    /// Like [`FrameDecoder::next_frame`], but the payload is appended to `parts` as slices of the
+    /// receive buffers it lies in — several when it spans buffers — so that a relay or an echo can
+    /// send it on with a vectored send and nothing is ever copied. Returns kind, flags and length.
+    pub fn next_frame_parts(&mut self, parts: &mut Vec<Bytes>) -> Option<Result<(Kind, u8, u32), FrameError>> {
+        let (kind, flags, len) = match self.next_header()? {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        if kind == Kind::Hello {
+            // Small, and checked as a whole.
+            let payload = self.take_payload(len as usize);
+            let r = self.finish(kind, &payload, len);
+            parts.push(payload);
+            return Some(r.map(|()| (kind, flags, len)));
+        }
+        let mut need = len as usize;
+        self.buffered -= need;
+        if need > 0 && self.chunks.front().is_some_and(|f| f.len() < need) {
+            self.stats.spanning_frames += 1;
+        }
+        while need > 0 {
+            let front = self.chunks.front_mut().expect("payload is buffered");
+            if front.len() > need {
+                parts.push(front.split_to(need));
+                break;
+            }
+            need -= front.len();
+            parts.push(self.chunks.pop_front().expect("front exists"));
+        }
+        Some(self.finish(kind, &Bytes::new(), len).map(|()| (kind, flags, len)))
     }
 
     fn fail(&mut self, e: FrameError) -> FrameError {
@@ -239,6 +287,27 @@ mod tests {
         assert_eq!(f.payload.len(), 100);
         assert_eq!(d.stats().spanning_frames, 1);
         assert_eq!(d.stats().copied_bytes, 100);
+    }
+
+    #[test]
+    fn a_spanning_frame_comes_out_in_parts_without_a_copy() {
+        let wire =
+            encode_to_vec(&[hello(), Frame::data(Bytes::from(vec![7u8; 100])), Frame::data(Bytes::from_static(b"x"))]);
+        let mut d = FrameDecoder::default();
+        d.push(Bytes::copy_from_slice(&wire[..30]));
+        d.push(Bytes::copy_from_slice(&wire[30..]));
+        let mut parts = Vec::new();
+        assert_eq!(d.next_frame_parts(&mut parts), Some(Ok((Kind::Hello, 0, 8))));
+        parts.clear();
+        assert_eq!(d.next_frame_parts(&mut parts), Some(Ok((Kind::Data, 0, 100))));
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 100);
+        assert!(parts.iter().all(|p| p.iter().all(|&b| b == 7)));
+        parts.clear();
+        assert_eq!(d.next_frame_parts(&mut parts), Some(Ok((Kind::Data, 0, 1))));
+        assert_eq!(parts, vec![Bytes::from_static(b"x")]);
+        assert_eq!(d.stats().spanning_frames, 1);
+        assert_eq!(d.stats().copied_bytes, 0);
     }
 
     #[test]

@@ -27,10 +27,14 @@ pub struct SendStats {
     pub zc_zero_copy: u64,
     /// Payload bytes sent with zero-copy requested.
     pub zc_bytes: u64,
+    /// Connections that stopped asking for zero-copy because the kernel kept copying anyway.
+    pub zc_given_up: u64,
 }
 
 thread_local! {
-    static STATS: Cell<SendStats> = const { Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0 }) };
+    static STATS: Cell<SendStats> = const {
+        Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0, zc_given_up: 0 })
+    };
 }
 
 fn bump(f: impl FnOnce(&mut SendStats)) {
@@ -54,13 +58,28 @@ pub struct SendQueue {
     limit: usize,
     zc_threshold: usize,
     has_large: bool,
+    /// Zero-copy sends in a row that the kernel reported as copied.
+    copied_streak: u32,
 }
 
+/// After this many zero-copy sends in a row that the kernel copied anyway (loopback, veth, a NIC
+/// without scatter-gather), a connection stops asking: on such a route it only adds the
+/// notification's cost.
+const ZC_GIVE_UP_AFTER: u32 = 8;
+
 impl SendQueue {
-    /// A queue holding at most `limit` bytes; buffers of `zc_threshold` bytes or more make their
+    /// A queue holding at most `limit` bytes; a unit of `zc_threshold` bytes or more makes its
     /// batch go out zero-copy (`usize::MAX` disables it).
     pub fn new(fd: SharedFd, limit: usize, zc_threshold: usize) -> SendQueue {
-        SendQueue { fd, bufs: Vec::with_capacity(64), queued: 0, limit, zc_threshold, has_large: false }
+        SendQueue {
+            fd,
+            bufs: Vec::with_capacity(64),
+            queued: 0,
+            limit,
+            zc_threshold,
+            has_large: false,
+            copied_streak: 0,
+        }
     }
 
     /// Bytes queued.
@@ -76,10 +95,12 @@ impl SendQueue {
         if self.queued > 0 && self.queued + len > self.limit {
             return Err(Full);
         }
+        // A unit (a frame: header and payload slices) at or above the threshold makes the batch
+        // go out zero-copy.
+        if len >= self.zc_threshold {
+            self.has_large = true;
+        }
         for b in bufs {
-            if b.len() >= self.zc_threshold {
-                self.has_large = true;
-            }
             if !b.is_empty() {
                 self.bufs.push(b.clone());
             }
@@ -101,8 +122,13 @@ impl SendQueue {
         let mut bufs = bufs;
         let mut off = 0;
         while off < total {
-            let (r, b) =
-                if zc { send_zc(self.fd.clone(), bufs, off).await } else { send_v(self.fd.clone(), bufs, off).await };
+            let (r, b) = if zc {
+                let (r, b, copied) = send_zc(self.fd.clone(), bufs, off).await;
+                self.note_zc(copied);
+                (r, b)
+            } else {
+                send_v(self.fd.clone(), bufs, off).await
+            };
             bufs = b;
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -117,19 +143,36 @@ impl SendQueue {
     }
 }
 
+impl SendQueue {
+    fn note_zc(&mut self, copied: Option<bool>) {
+        match copied {
+            Some(true) => self.copied_streak += 1,
+            Some(false) => self.copied_streak = 0,
+            None => {}
+        }
+        if self.copied_streak >= ZC_GIVE_UP_AFTER && self.zc_threshold != usize::MAX {
+            self.zc_threshold = usize::MAX;
+            bump(|s| s.zc_given_up += 1);
+        }
+    }
+}
+
 async fn send_v(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usize>, Vec<Bytes>) {
     bump(|s| s.writevs += 1);
     let (c, data) = ops::writev(fd, bufs, off).await;
     (c.into_result().map(|n| n as usize), data.bufs)
 }
 
-async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usize>, Vec<Bytes>) {
+/// Returns what was sent, the buffers, and whether the kernel reported copying them.
+async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usize>, Vec<Bytes>, Option<bool>) {
     let mut op = ops::sendmsg_zc(fd, bufs, off);
     let mut sent = None;
+    let mut was_copied = None;
     // The first completion is the send's result; a notification follows when it had F_MORE.
     while let Some(c) = op.next().await {
         if io_uring::cqueue::notif(c.flags) {
             let copied = c.result as u32 & NOTIF_USAGE_ZC_COPIED != 0;
+            was_copied = Some(copied);
             bump(|s| if copied { s.zc_copied += 1 } else { s.zc_zero_copy += 1 });
         } else {
             let r = c.into_result().map(|n| n as usize);
@@ -143,5 +186,5 @@ async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usiz
         }
     }
     let bufs = op.into_data().map(|d| d.bufs).unwrap_or_default();
-    (sent.unwrap_or_else(|| Err(io::ErrorKind::Other.into())), bufs)
+    (sent.unwrap_or_else(|| Err(io::ErrorKind::Other.into())), bufs, was_copied)
 }

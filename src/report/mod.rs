@@ -99,6 +99,20 @@ pub fn echo_text(s: &EchoStats) -> String {
         "\nringnode echo: receive pool: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed)",
         s.pool.leases, s.pool.recycled, s.pool.enobufs
     );
+    if s.decode.frames > 0 {
+        let d = &s.decode;
+        let pct = 100.0 * d.copied_bytes as f64 / d.payload_bytes.max(1) as f64;
+        out += &format!(
+            "\nringnode echo: frames: {} decoded, {} payload bytes, {} copied in user space ({pct:.3}%, {} frames spanned receive buffers)",
+            d.frames, d.payload_bytes, d.copied_bytes, d.spanning_frames
+        );
+        let t = &s.send;
+        out += &format!(
+            "\nringnode echo: sends: {} vectored, {} zero-copy ({} bytes; kernel copied {} of them, {} went without a copy; \
+             {} connections stopped asking after repeated copies)",
+            t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up
+        );
+    }
     if s.frame_errors.iter().any(|&n| n > 0) {
         let parts: Vec<String> = crate::frame::FrameError::NAMES
             .iter()
