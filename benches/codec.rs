@@ -17,7 +17,8 @@ fn decode(c: &mut Criterion) {
     for (size, frames) in [(64usize, 4096usize), (16 * 1024, 256)] {
         let wire = stream_of(size, frames);
         // Receive-buffer-sized pieces, as the pool hands them out.
-        let pieces: Vec<Bytes> = (0..wire.len()).step_by(16 * 1024).map(|o| wire.slice(o..(o + 16 * 1024).min(wire.len()))).collect();
+        let pieces: Vec<Bytes> =
+            (0..wire.len()).step_by(16 * 1024).map(|o| wire.slice(o..(o + 16 * 1024).min(wire.len()))).collect();
         g.throughput(Throughput::Elements(frames as u64));
         g.bench_with_input(BenchmarkId::new("frames", size), &pieces, |b, pieces| {
             let mut parts = Vec::with_capacity(8);

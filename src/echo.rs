@@ -13,7 +13,7 @@ use socket2::SockRef;
 
 use bytes::Bytes;
 
-use crate::frame::{close_frame, hello_payload, Frame, FrameDecoder, FrameEncoder, Kind};
+use crate::frame::{close_frame, header, hello_payload, FrameDecoder, Kind};
 use crate::net::{serve_tcp, NetError, SendQueue, TcpListener, TcpStream, UdpSocket};
 use crate::ring::ops::SharedFd;
 use crate::runtime::{self, Running, RuntimeConfig, RuntimeError};
@@ -71,6 +71,7 @@ impl EchoStats {
         self.send.zc_zero_copy += o.send.zc_zero_copy;
         self.send.zc_bytes += o.send.zc_bytes;
         self.send.zc_given_up += o.send.zc_given_up;
+        self.send.coalesced_bytes += o.send.coalesced_bytes;
         for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
             *a += b;
         }
@@ -270,13 +271,12 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
     bump(|s| s.connections += 1);
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
-    let mut enc = FrameEncoder::with_capacity(64);
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
-    let hello = Frame { kind: Kind::Hello, flags: 0, payload: hello_payload() };
-    let mut failed = tx.push(&enc.encode(&hello)).is_err() || tx.flush().await.is_err();
-    // Reused for every frame: no allocation per frame once they have grown.
-    let mut parts: Vec<Bytes> = Vec::with_capacity(8);
-    let mut unit: Vec<Bytes> = Vec::with_capacity(8);
+    let hello = hello_payload();
+    let mut failed =
+        tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]).is_err() || tx.flush().await.is_err();
+    // Reused for every frame: no allocation per frame once it has grown.
+    let mut parts: Vec<Bytes> = Vec::new();
     'conn: while !failed {
         let chunk = match rx.next().await {
             None => break,
@@ -305,28 +305,28 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
                 Err(e) => {
                     bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
                     let close = close_frame(e.code(), &e.to_string());
+                    let close_header = header(Kind::Close, 0, close.payload.len() as u32);
                     // Where the socket still allows it, say why before closing.
-                    if tx.push(&enc.encode(&close)).is_err() {
+                    if tx.push(&close_header, std::slice::from_ref(&close.payload)).is_err() {
                         let _ = tx.flush().await;
-                        let _ = tx.push(&enc.encode(&close));
+                        let _ = tx.push(&close_header, &[close.payload]);
                     }
                     let _ = tx.flush().await;
                     let _ = stream.shutdown_write().await;
                     break 'conn;
                 }
             };
-            // The reply: a new header, then the payload as the very slices it arrived in.
+            // The reply: a new header, then the payload as the very slices it arrived in (copied
+            // into the coalescing buffer only when it is small).
             let len: usize = parts.iter().map(|p| p.len()).sum();
-            unit.clear();
-            unit.push(enc.header(reply_kind, 0, len as u32));
-            unit.append(&mut parts);
-            if tx.push(&unit).is_err() {
+            let h = header(reply_kind, 0, len as u32);
+            if tx.push(&h, &parts).is_err() {
                 // Full: this connection waits for its own send; no other connection is held up.
                 if tx.flush().await.is_err() {
                     failed = true;
                     break 'conn;
                 }
-                let _ = tx.push(&unit);
+                let _ = tx.push(&h, &parts);
             }
             if reply_kind == Kind::Data {
                 bump(|s| {

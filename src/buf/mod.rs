@@ -2,7 +2,7 @@
 //! that multishot receives draw from, so an idle connection holds no receive buffer, and the hand-
 //! back of a buffer when the last `Bytes` pointing into it drops — on whatever thread that happens.
 //!
-//! One size class per core (16 KiB × 1024 buffers, mapped lazily: untouched buffers cost no RSS),
+//! One size class per core (64 KiB × 512 buffers, mapped lazily: untouched pages cost no RSS),
 //! each receive consuming one whole buffer, which goes back to the ring as soon as the last `Bytes`
 //! sliced from it drops. Several size classes would need a multishot receive per class and socket;
 //! one class whose buffers recycle at once is the documented alternative.
@@ -45,7 +45,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { buf_size: 16 * 1024, count: 1024 }
+        PoolConfig { buf_size: 64 * 1024, count: 512 }
     }
 }
 

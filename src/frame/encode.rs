@@ -37,6 +37,12 @@ impl FrameEncoder {
     }
 }
 
+/// The 8 header bytes of a frame of `kind` with `len` payload bytes.
+pub fn header(kind: Kind, flags: u8, len: u32) -> [u8; HEADER_LEN] {
+    let l = len.to_be_bytes();
+    [kind as u8, flags, 0, 0, l[0], l[1], l[2], l[3]]
+}
+
 /// The payload of this build's HELLO: magic, version, flags (none), no extensions.
 pub fn hello_payload() -> Bytes {
     let mut b = BytesMut::with_capacity(8);

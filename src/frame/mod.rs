@@ -15,7 +15,7 @@ mod decode;
 mod encode;
 
 pub use decode::{DecodeStats, FrameDecoder};
-pub use encode::{close_frame, encode_to_vec, hello_payload, FrameEncoder};
+pub use encode::{close_frame, encode_to_vec, header, hello_payload, FrameEncoder};
 
 use bytes::Bytes;
 

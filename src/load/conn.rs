@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::LoadResult;
-use crate::frame::{hello_payload, Frame, FrameDecoder, FrameEncoder, Kind};
+use crate::frame::{header, hello_payload, FrameDecoder, Kind};
 use crate::net::{NetError, SendQueue, TcpStream};
 use crate::runtime::{self, Either};
 
@@ -181,19 +181,19 @@ pub(super) async fn framed_loop(stream: TcpStream, plan: Plan, result: Rc<RefCel
     let payload = Bytes::from(payload(plan.id, size, 1).to_vec());
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(u32::try_from(size).unwrap_or(u32::MAX).max(crate::frame::DEFAULT_MAX_PAYLOAD));
-    let mut enc = FrameEncoder::with_capacity(plan.pipeline.max(1));
     let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
-    let hello = Frame { kind: Kind::Hello, flags: 0, payload: hello_payload() };
-    let _ = tx.push(&enc.encode(&hello));
+    let hello = hello_payload();
+    let _ = tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]);
     let mut failure = tx.flush().await.err().map(|_| Failure::Reset);
-    let frame = Frame::data(payload.clone());
+    let data_header = header(Kind::Data, 0, size as u32);
+    let one = [payload.clone()];
     while failure.is_none() {
         if Instant::now() >= plan.deadline || runtime::is_shutting_down() {
             break;
         }
         let t0 = Instant::now();
         for _ in 0..plan.pipeline {
-            let _ = tx.push(&enc.encode(&frame));
+            let _ = tx.push(&data_header, &one);
         }
         {
             let mut r = result.borrow_mut();

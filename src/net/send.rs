@@ -1,12 +1,15 @@
-//! The per-connection send queue: buffers queued during a turn go out together in one vectored
-//! send; a batch holding a payload at or above the zero-copy threshold goes out with `SENDMSG_ZC`
-//! and is released only after the kernel's notification. The queue is bounded in bytes: a full
-//! queue answers [`Full`] and the caller decides (wait for a flush, or drop and count).
+//! The per-connection send queue: units queued during a turn go out together in one vectored
+//! send. A unit is a small prefix (a frame header), always copied, and payload slices: a small
+//! unit is copied into the queue's coalescing buffer (one iovec for many small frames, cheaper
+//! than an iovec each, and counted as copied), a large one goes out as the very slices it came in.
+//! A batch holding a unit at or above the zero-copy threshold goes out with `SENDMSG_ZC` and is
+//! released only after the kernel's notification. The queue is bounded in bytes: a full queue
+//! answers [`Full`] and the caller decides (wait for a flush, or drop and count).
 
 use std::cell::Cell;
 use std::io;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::ring::ops::{self, SharedFd, NOTIF_USAGE_ZC_COPIED};
 
@@ -29,11 +32,13 @@ pub struct SendStats {
     pub zc_bytes: u64,
     /// Connections that stopped asking for zero-copy because the kernel kept copying anyway.
     pub zc_given_up: u64,
+    /// Payload bytes of small units copied into a coalescing buffer.
+    pub coalesced_bytes: u64,
 }
 
 thread_local! {
     static STATS: Cell<SendStats> = const {
-        Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0, zc_given_up: 0 })
+        Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0, zc_given_up: 0, coalesced_bytes: 0 })
     };
 }
 
@@ -54,6 +59,9 @@ pub fn send_stats() -> SendStats {
 pub struct SendQueue {
     fd: SharedFd,
     bufs: Vec<Bytes>,
+    /// Prefixes and small units, copied; split off into `bufs` before each large unit and at flush.
+    small: BytesMut,
+    coalesce_max: usize,
     queued: usize,
     limit: usize,
     zc_threshold: usize,
@@ -61,6 +69,9 @@ pub struct SendQueue {
     /// Zero-copy sends in a row that the kernel reported as copied.
     copied_streak: u32,
 }
+
+/// Units up to this size are copied into the coalescing buffer by default.
+pub const COALESCE_MAX: usize = 2048;
 
 /// After this many zero-copy sends in a row that the kernel copied anyway (loopback, veth, a NIC
 /// without scatter-gather), a connection stops asking: on such a route it only adds the
@@ -71,9 +82,12 @@ impl SendQueue {
     /// A queue holding at most `limit` bytes; a unit of `zc_threshold` bytes or more makes its
     /// batch go out zero-copy (`usize::MAX` disables it).
     pub fn new(fd: SharedFd, limit: usize, zc_threshold: usize) -> SendQueue {
+        // Nothing is allocated until the first unit: an idle connection's queue costs no heap.
         SendQueue {
             fd,
-            bufs: Vec::with_capacity(64),
+            bufs: Vec::new(),
+            small: BytesMut::new(),
+            coalesce_max: COALESCE_MAX.min(zc_threshold.saturating_sub(1)),
             queued: 0,
             limit,
             zc_threshold,
@@ -87,30 +101,43 @@ impl SendQueue {
         self.queued
     }
 
-    /// Queues `bufs` (e.g. a header and its payload) as one unit, or answers `Full` without
-    /// queuing any of them. An empty queue takes any unit, however large, so nothing is refused
-    /// forever.
-    pub fn push(&mut self, bufs: &[Bytes]) -> Result<(), Full> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
+    /// Queues one unit — `prefix` (copied) and `parts` (copied if the unit is small, else
+    /// referenced) — or answers `Full` without queuing any of it. An empty queue takes any unit,
+    /// however large, so nothing is refused forever.
+    pub fn push(&mut self, prefix: &[u8], parts: &[Bytes]) -> Result<(), Full> {
+        let payload: usize = parts.iter().map(|b| b.len()).sum();
+        let len = prefix.len() + payload;
         if self.queued > 0 && self.queued + len > self.limit {
             return Err(Full);
         }
-        // A unit (a frame: header and payload slices) at or above the threshold makes the batch
-        // go out zero-copy.
+        self.queued += len;
         if len >= self.zc_threshold {
             self.has_large = true;
         }
-        for b in bufs {
-            if !b.is_empty() {
-                self.bufs.push(b.clone());
+        self.small.reserve(prefix.len());
+        self.small.extend_from_slice(prefix);
+        if len <= self.coalesce_max {
+            for p in parts {
+                self.small.extend_from_slice(p);
             }
+            bump(|s| s.coalesced_bytes += payload as u64);
+            return Ok(());
         }
-        self.queued += len;
+        self.seal_small();
+        self.bufs.extend(parts.iter().filter(|p| !p.is_empty()).cloned());
         Ok(())
+    }
+
+    /// Moves what the coalescing buffer holds into the send list, keeping the order.
+    fn seal_small(&mut self) {
+        if !self.small.is_empty() {
+            self.bufs.push(self.small.split().freeze());
+        }
     }
 
     /// Sends everything queued, resuming after short writes.
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.seal_small();
         if self.bufs.is_empty() {
             return Ok(());
         }

@@ -109,8 +109,8 @@ pub fn echo_text(s: &EchoStats) -> String {
         let t = &s.send;
         out += &format!(
             "\nringnode echo: sends: {} vectored, {} zero-copy ({} bytes; kernel copied {} of them, {} went without a copy; \
-             {} connections stopped asking after repeated copies)",
-            t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up
+             {} connections stopped asking after repeated copies); {} bytes of small frames coalesced (copied)",
+            t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up, t.coalesced_bytes
         );
     }
     if s.frame_errors.iter().any(|&n| n > 0) {
