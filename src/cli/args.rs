@@ -64,9 +64,13 @@ pub enum Command {
         /// Cores; default: every CPU this process may use.
         #[arg(long)]
         cores: Option<usize>,
-        /// Source address range for outgoing connections, e.g. 127.0.0.1-127.0.0.4.
+        /// Source address range for outgoing connections, e.g. 127.0.0.1-127.0.0.4 (about 28,000
+        /// ephemeral ports per source address).
         #[arg(long)]
         source: Option<String>,
+        /// Open connections at this many per second (default: all at once).
+        #[arg(long, value_parser = parse_rate)]
+        ramp: Option<f64>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -99,6 +103,13 @@ pub enum LoadMode {
     Echo,
     /// Native frames.
     Framed,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive rate")),
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             });
             echo(listen, cores, udp, framed)
         }
-        Command::Load { mode, target, connections, size, duration, pipeline, cores, source, json } => {
+        Command::Load { mode, target, connections, size, duration, pipeline, cores, source, ramp, json } => {
             let sources = match source {
                 Some(s) => parse_source_range(&s).map_err(Failure::usage)?,
                 None => Vec::new(),
@@ -35,7 +35,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 LoadMode::Echo => load::Mode::Echo,
                 LoadMode::Framed => load::Mode::Framed,
             };
-            load_cmd(mode, target, connections, size, duration, pipeline as usize, cores, sources, json)
+            let cfg = LoadConfig {
+                mode,
+                target,
+                sources,
+                ramp,
+                connections,
+                size,
+                pipeline: pipeline as usize,
+                duration,
+                // Laid out in load_cmd, once --cores is checked.
+                runtime: RuntimeConfig::on_cpus(&[], false, "load"),
+            };
+            load_cmd(cfg, cores, json)
         }
         Command::Info { json } => info(json),
         Command::Demo { duration, connections, size } => demo(duration, connections, size),
@@ -129,18 +141,8 @@ fn echo(listen: SocketAddr, cores: Option<usize>, udp: bool, framed: Option<Fram
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn load_cmd(
-    mode: load::Mode,
-    target: SocketAddr,
-    connections: usize,
-    size: usize,
-    duration: Duration,
-    pipeline: usize,
-    cores: Option<usize>,
-    sources: Vec<IpAddr>,
-    json: bool,
-) -> Result<(), Failure> {
+fn load_cmd(mut cfg: LoadConfig, cores: Option<usize>, json: bool) -> Result<(), Failure> {
+    let (connections, target) = (cfg.connections, cfg.target);
     if connections == 0 {
         return Err(Failure::usage("--connections 0: at least one connection is needed"));
     }
@@ -151,9 +153,8 @@ fn load_cmd(
     cpus.truncate(connections);
     check_fd_budget(connections, 0)?;
     require_io_uring()?;
-    let mut rt = RuntimeConfig::on_cpus(&cpus, true, "load");
-    rt.handle_signals = true;
-    let cfg = LoadConfig { mode, target, sources, connections, size, pipeline, duration, runtime: rt };
+    cfg.runtime = RuntimeConfig::on_cpus(&cpus, true, "load");
+    cfg.runtime.handle_signals = true;
     let result = load::run(cfg.clone())?;
     if json {
         println!("{}", report::load_json(&cfg, &result));
@@ -215,6 +216,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     let _ = std::io::stdout().flush();
     let cfg = LoadConfig {
         mode: load::Mode::Echo,
+        ramp: None,
         target,
         sources: Vec::new(),
         connections,

@@ -27,7 +27,14 @@ pub(super) struct Plan {
     pub drain_deadline: Instant,
 }
 
-pub(super) async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, NetError> {
+pub(super) async fn connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    at: Option<Instant>,
+) -> Result<TcpStream, NetError> {
+    if let Some(at) = at {
+        runtime::sleep_until(at).await;
+    }
     TcpStream::connect(target, source).await
 }
 

@@ -37,6 +37,8 @@ pub struct LoadConfig {
     pub target: SocketAddr,
     /// Source addresses, used in turn by successive connections (empty: the kernel chooses).
     pub sources: Vec<IpAddr>,
+    /// Connections opened per second over all cores (`None`: all at once).
+    pub ramp: Option<f64>,
     /// Connections, spread round-robin over the cores.
     pub connections: usize,
     /// Payload size in bytes.
@@ -157,9 +159,12 @@ async fn core_main(core: runtime::CoreInfo, cfg: std::sync::Arc<LoadConfig>) -> 
     let ids: Vec<usize> = (core.index..cfg.connections).step_by(core.count).collect();
     // Connect everything first, so the measured window only holds traffic.
     let mut pending = Vec::with_capacity(ids.len());
+    let ramp_start = Instant::now();
     for &id in &ids {
         let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
-        pending.push(runtime::spawn(conn::connect(cfg.target, source)));
+        // With a ramp, connection `id` (numbered over all cores) starts at id / rate seconds.
+        let at = cfg.ramp.map(|rate| ramp_start + Duration::from_secs_f64(id as f64 / rate));
+        pending.push(runtime::spawn(conn::connect(cfg.target, source, at)));
     }
     let mut streams = Vec::with_capacity(ids.len());
     for (p, &id) in pending.into_iter().zip(&ids) {
