@@ -86,6 +86,7 @@ struct CoreState {
 
 thread_local! {
     static STATE: Rc<CoreState> = Rc::new(CoreState::default());
+    static PARTS: std::cell::Cell<Vec<Bytes>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 fn bump(f: impl FnOnce(&mut EchoStats)) {
@@ -198,11 +199,9 @@ async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, fram
             let _ = runtime::select(echo_udp(&sock), runtime::shutdown_requested()).await;
         }
         (Some(fd), false) => {
-            let on_conn = Arc::new(move |stream: TcpStream| {
-                match framed {
-                    Some(opts) => runtime::spawn(echo_framed(stream, opts)),
-                    None => runtime::spawn(echo_tcp(stream)),
-                };
+            let on_conn = Arc::new(move |stream: TcpStream| match framed {
+                Some(opts) => runtime::spawn_detached(echo_framed(stream, opts)),
+                None => runtime::spawn_detached(echo_tcp(stream)),
             });
             if let Err(e) = serve_tcp(fd, core.handle.clone(), on_conn).await {
                 eprintln!("ringnode: accept failed: {e}");
@@ -275,8 +274,6 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
     let hello = hello_payload();
     let mut failed =
         tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]).is_err() || tx.flush().await.is_err();
-    // Reused for every frame: no allocation per frame once it has grown.
-    let mut parts: Vec<Bytes> = Vec::new();
     'conn: while !failed {
         let chunk = match rx.next().await {
             None => break,
@@ -289,6 +286,8 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
         let n = chunk.len() as u64;
         bump(|s| s.bytes_in += n);
         dec.push(chunk);
+        // A scratch list shared by the core's connections: an idle connection holds none.
+        let mut parts = PARTS.take();
         loop {
             parts.clear();
             let Some(r) = dec.next_frame_parts(&mut parts) else { break };
@@ -304,15 +303,8 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
                 },
                 Err(e) => {
                     bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
-                    let close = close_frame(e.code(), &e.to_string());
-                    let close_header = header(Kind::Close, 0, close.payload.len() as u32);
-                    // Where the socket still allows it, say why before closing.
-                    if tx.push(&close_header, std::slice::from_ref(&close.payload)).is_err() {
-                        let _ = tx.flush().await;
-                        let _ = tx.push(&close_header, &[close.payload]);
-                    }
-                    let _ = tx.flush().await;
-                    let _ = stream.shutdown_write().await;
+                    // Boxed: the cold path's state stays out of every connection's future.
+                    Box::pin(close_with_reason(&mut tx, &stream, e)).await;
                     break 'conn;
                 }
             };
@@ -335,6 +327,8 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
                 });
             }
         }
+        parts.clear();
+        PARTS.set(parts);
         if tx.flush().await.is_err() {
             failed = true;
         }
@@ -352,6 +346,19 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
     }
     STATE.with(|s| s.open.borrow_mut().remove(slot));
     let _ = stream.close().await;
+}
+
+/// Tells the peer why its connection is closing (a CLOSE frame with the error's code), where the
+/// socket still allows it, and shuts the write side.
+async fn close_with_reason(tx: &mut SendQueue, stream: &TcpStream, e: crate::frame::FrameError) {
+    let close = close_frame(e.code(), &e.to_string());
+    let close_header = header(Kind::Close, 0, close.payload.len() as u32);
+    if tx.push(&close_header, std::slice::from_ref(&close.payload)).is_err() {
+        let _ = tx.flush().await;
+        let _ = tx.push(&close_header, &[close.payload]);
+    }
+    let _ = tx.flush().await;
+    let _ = stream.shutdown_write().await;
 }
 
 /// Echoes datagrams back to their senders, forever.

@@ -150,7 +150,9 @@ impl SendQueue {
         let mut off = 0;
         while off < total {
             let (r, b) = if zc {
-                let (r, b, copied) = send_zc(self.fd.clone(), bufs, off).await;
+                // Boxed: zero-copy sends are for large payloads, where one allocation is nothing,
+                // and keeping their state out of line keeps every connection's future small.
+                let (r, b, copied) = Box::pin(send_zc(self.fd.clone(), bufs, off)).await;
                 self.note_zc(copied);
                 (r, b)
             } else {

@@ -225,6 +225,14 @@ where
     JoinHandle { state }
 }
 
+/// Spawns a task whose output nobody waits for: no join state is allocated.
+pub fn spawn_detached<F>(future: F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    Executor::current().spawn_boxed(Box::pin(future));
+}
+
 /// Resolves when this core has been asked to stop (SIGINT/SIGTERM or [`super::Handle::shutdown`]).
 pub async fn shutdown_requested() {
     std::future::poll_fn(|cx| Executor::current().poll_shutdown(cx)).await

@@ -8,7 +8,7 @@ mod executor;
 mod mailbox;
 mod time;
 
-pub use executor::{current_core, is_shutting_down, shutdown_requested, spawn, JoinHandle};
+pub use executor::{current_core, is_shutting_down, shutdown_requested, spawn, spawn_detached, JoinHandle};
 pub use mailbox::{CoreShared, Message, MAILBOX_CAPACITY};
 pub use time::{join, select, sleep, sleep_until, timeout, timeout_at, Either, Elapsed};
 
