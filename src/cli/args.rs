@@ -42,36 +42,17 @@ pub enum Command {
         send_limit: usize,
     },
     /// Closed-loop load against an echo server: send, wait for the echo, check every byte, repeat.
-    Load {
-        /// What each connection does: `echo` (bytes) or `framed` (native frames).
-        #[arg(long, value_enum, default_value_t = LoadMode::Echo)]
-        mode: LoadMode,
-        /// The server, e.g. 127.0.0.1:7000.
-        #[arg(long, value_parser = parse_addr)]
-        target: SocketAddr,
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-        /// Payload size: bytes, or with a unit (64, 4KiB, 1MiB).
-        #[arg(long, default_value = "64", value_parser = parse_size)]
-        size: usize,
-        /// How long to send: 500ms, 5s, 2m.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Payloads sent back to back per connection before waiting for their echoes.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        pipeline: u32,
-        /// Cores; default: every CPU this process may use.
+    Load(Box<LoadArgs>),
+    /// Merges HdrHistogram interval logs from `load --hdr-log` (histograms added, never
+    /// percentiles averaged), prints the percentiles and optionally draws them as an SVG.
+    Report {
+        /// Interval log files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Write the latency percentile plot here.
         #[arg(long)]
-        cores: Option<usize>,
-        /// Source address range for outgoing connections, e.g. 127.0.0.1-127.0.0.4 (about 28,000
-        /// ephemeral ports per source address).
-        #[arg(long)]
-        source: Option<String>,
-        /// Open connections at this many per second (default: all at once).
-        #[arg(long, value_parser = parse_rate)]
-        ramp: Option<f64>,
-        /// Print one JSON object instead of the table.
+        svg: Option<std::path::PathBuf>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -96,13 +77,102 @@ pub enum Command {
     },
 }
 
+/// `ringnode load`: a load generator with several modes, closed or open loop.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// echo: request/response checked byte for byte (or --reply-bytes/--reply-delimiter for other
+    /// servers); stream: one way; framed: native frames; connect: connections per second; http:
+    /// HTTP/1.1 keep-alive requests.
+    #[arg(long, value_enum, default_value_t = LoadMode::Echo)]
+    pub mode: LoadMode,
+    /// The server, e.g. `127.0.0.1:7000` or `[::1]:80`.
+    #[arg(long, value_parser = parse_addr)]
+    pub target: SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Payload size, or a range of sizes: 64, 4KiB, 64-1024.
+    #[arg(long, default_value = "64", value_parser = parse_size_range)]
+    pub size: (usize, usize),
+    /// A fixed payload instead of generated ones: a string, or @FILE.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// A reply is this many bytes (for servers that do not echo).
+    #[arg(long, conflicts_with = "reply_delimiter")]
+    pub reply_bytes: Option<usize>,
+    /// A reply ends with this string (escapes \r \n \t understood).
+    #[arg(long)]
+    pub reply_delimiter: Option<String>,
+    /// How long to measure: 500ms, 5s, 2m.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many messages (the duration then defaults to an hour's upper bound).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Run this long first, excluded from the results.
+    #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub warmup: Duration,
+    /// Closed loop: requests sent back to back per connection before waiting for their replies.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub pipeline: u32,
+    /// Open loop: total requests (connect mode: connections) per second, on a fixed schedule.
+    #[arg(long, value_parser = parse_rate, conflicts_with = "rate_per_conn")]
+    pub rate: Option<f64>,
+    /// Open loop: requests per second per connection.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate_per_conn: Option<f64>,
+    /// Open loop: most requests outstanding per connection.
+    #[arg(long, default_value_t = 1024)]
+    pub max_inflight: usize,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// HTTP path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// HTTP header, "Name: value" (repeatable).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// HTTP request body from a file.
+    #[arg(long)]
+    pub body_file: Option<std::path::PathBuf>,
+    /// Cores; default: every CPU this process may use.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Source address range for outgoing connections, e.g. 127.0.0.1-127.0.0.4 (about 28,000
+    /// ephemeral ports per source address).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Open connections at this many per second (default: all at once).
+    #[arg(long, value_parser = parse_rate)]
+    pub ramp: Option<f64>,
+    /// Stop at the first error.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Write the latency of every second as an HdrHistogram interval log.
+    #[arg(long)]
+    pub hdr_log: Option<std::path::PathBuf>,
+    /// No progress line every second.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `--mode` of `load`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoadMode {
-    /// Raw bytes, echoed back.
+    /// Request/response over raw bytes.
     Echo,
+    /// One-way stream.
+    Stream,
     /// Native frames.
     Framed,
+    /// Connections per second.
+    Connect,
+    /// HTTP/1.1 keep-alive.
+    Http,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -114,6 +184,30 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| format!("'{s}' is not an address with a port, such as 127.0.0.1:7000 or [::1]:7000"))
+}
+
+/// Parses a duration, where zero is allowed.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim_end_matches('.').chars().all(|c| c == '0')
+        && !s.trim().is_empty()
+    {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+/// Parses `64`, `4KiB`, or a range `64-1024` (inclusive).
+pub fn parse_size_range(s: &str) -> Result<(usize, usize), String> {
+    match s.split_once('-') {
+        None => parse_size(s).map(|n| (n, n)),
+        Some((a, b)) => {
+            let (a, b) = (parse_size(a)?, parse_size(b)?);
+            if a > b {
+                return Err(format!("'{s}': the range must go from smaller to larger"));
+            }
+            Ok((a, b))
+        }
+    }
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h`, or plain seconds.
@@ -173,5 +267,10 @@ mod tests {
         assert_eq!(parse_size("1m"), Ok(1 << 20));
         assert!(parse_size("0").is_err());
         assert!(parse_size("12q").is_err());
+        assert_eq!(parse_size_range("64-1KiB"), Ok((64, 1024)));
+        assert_eq!(parse_size_range("4KiB"), Ok((4096, 4096)));
+        assert!(parse_size_range("100-10").is_err());
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
     }
 }

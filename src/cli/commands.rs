@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Cli, Command, Failure, LoadMode};
+use super::{Cli, Command, Failure, LoadArgs, LoadMode};
 use crate::echo::{EchoConfig, EchoServer, FramedOpts};
 use crate::load::{self, LoadConfig};
 use crate::report;
@@ -26,29 +26,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             });
             echo(listen, cores, udp, framed)
         }
-        Command::Load { mode, target, connections, size, duration, pipeline, cores, source, ramp, json } => {
-            let sources = match source {
-                Some(s) => parse_source_range(&s).map_err(Failure::usage)?,
-                None => Vec::new(),
-            };
-            let mode = match mode {
-                LoadMode::Echo => load::Mode::Echo,
-                LoadMode::Framed => load::Mode::Framed,
-            };
-            let cfg = LoadConfig {
-                mode,
-                target,
-                sources,
-                ramp,
-                connections,
-                size,
-                pipeline: pipeline as usize,
-                duration,
-                // Laid out in load_cmd, once --cores is checked.
-                runtime: RuntimeConfig::on_cpus(&[], false, "load"),
-            };
-            load_cmd(cfg, cores, json)
-        }
+        Command::Load(args) => load_cmd(*args),
+        Command::Report { files, svg, json } => report_cmd(&files, svg.as_deref(), json),
         Command::Info { json } => info(json),
         Command::Demo { duration, connections, size } => demo(duration, connections, size),
     }
@@ -141,29 +120,248 @@ fn echo(listen: SocketAddr, cores: Option<usize>, udp: bool, framed: Option<Fram
     Ok(())
 }
 
-fn load_cmd(mut cfg: LoadConfig, cores: Option<usize>, json: bool) -> Result<(), Failure> {
-    let (connections, target) = (cfg.connections, cfg.target);
-    if connections == 0 {
+/// Turns `\r`, `\n`, `\t` and `\\` in a flag value into the bytes they name.
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('r') => out.push(b'\r'),
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('\\') => out.push(b'\\'),
+            Some(o) => {
+                out.push(b'\\');
+                let mut b = [0u8; 4];
+                out.extend_from_slice(o.encode_utf8(&mut b).as_bytes());
+            }
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+/// `STRING` or `@FILE`.
+fn payload_arg(flag: &str, v: &str) -> Result<bytes::Bytes, Failure> {
+    match v.strip_prefix('@') {
+        Some(path) => std::fs::read(path)
+            .map(bytes::Bytes::from)
+            .map_err(|e| Failure::usage(format!("{flag} @{path}: cannot read the file: {e}"))),
+        None => Ok(bytes::Bytes::from(unescape(v))),
+    }
+}
+
+fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
+    let mode = match a.mode {
+        LoadMode::Echo => load::Mode::Echo,
+        LoadMode::Stream => load::Mode::Stream,
+        LoadMode::Framed => load::Mode::Framed,
+        LoadMode::Connect => load::Mode::Connect,
+        LoadMode::Http => load::Mode::Http,
+    };
+    if a.connections == 0 {
         return Err(Failure::usage("--connections 0: at least one connection is needed"));
     }
-    if target.ip().is_unspecified() || target.port() == 0 {
-        return Err(Failure::usage(format!("--target {target}: needs a concrete address and a non-zero port")));
+    if a.target.ip().is_unspecified() || a.target.port() == 0 {
+        return Err(Failure::usage(format!("--target {}: needs a concrete address and a non-zero port", a.target)));
     }
-    let mut cpus = pick_cpus(cores)?;
-    cpus.truncate(connections);
-    check_fd_budget(connections, 0)?;
+    let mut cfg = LoadConfig::new(mode, a.target);
+    cfg.connections = a.connections;
+    cfg.size = a.size;
+    cfg.sources = match &a.source {
+        Some(s) => parse_source_range(s).map_err(Failure::usage)?,
+        None => Vec::new(),
+    };
+    cfg.ramp = a.ramp;
+    cfg.payload = a.payload.as_deref().map(|p| payload_arg("--payload", p)).transpose()?;
+    if let Some(p) = &cfg.payload {
+        if p.is_empty() {
+            return Err(Failure::usage("--payload: the payload is empty"));
+        }
+        cfg.size = (p.len(), p.len());
+    }
+    cfg.reply = match (a.reply_bytes, &a.reply_delimiter) {
+        (Some(0), _) => return Err(Failure::usage("--reply-bytes 0: a reply has at least one byte")),
+        (Some(n), _) => load::ReplyRule::Bytes(n),
+        (None, Some(d)) if d.is_empty() => return Err(Failure::usage("--reply-delimiter: the delimiter is empty")),
+        (None, Some(d)) => load::ReplyRule::Delimiter(unescape(d)),
+        (None, None) => load::ReplyRule::Echo,
+    };
+    cfg.pipeline = a.pipeline as usize;
+    cfg.rate = match (a.rate, a.rate_per_conn) {
+        (Some(r), _) => Some(load::Rate::Total(r)),
+        (None, Some(r)) => Some(load::Rate::PerConnection(r)),
+        (None, None) => None,
+    };
+    if a.max_inflight == 0 {
+        return Err(Failure::usage("--max-inflight 0: at least one request must be allowed in flight"));
+    }
+    cfg.max_inflight = a.max_inflight;
+    cfg.warmup = a.warmup;
+    cfg.duration = a.duration;
+    cfg.messages = a.messages;
+    if a.messages == Some(0) {
+        return Err(Failure::usage("--messages 0: nothing to send"));
+    }
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| Failure::usage(format!("--header '{h}': expected 'Name: value'")))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let body = match &a.body_file {
+        Some(p) => std::fs::read(p)
+            .map(bytes::Bytes::from)
+            .map_err(|e| Failure::usage(format!("--body-file {}: cannot read the file: {e}", p.display())))?,
+        None => bytes::Bytes::new(),
+    };
+    if a.method.is_empty() || a.method.contains(char::is_whitespace) || !a.path.starts_with('/') {
+        return Err(Failure::usage(format!("--method '{}' --path '{}': not a valid request line", a.method, a.path)));
+    }
+    cfg.http = load::HttpRequest { method: a.method.clone(), path: a.path.clone(), headers, body };
+    cfg.fail_fast = a.fail_fast;
+    cfg.progress = !a.quiet;
+    cfg.hdr_log = a.hdr_log.clone();
+    Ok(cfg)
+}
+
+fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
+    let mut cfg = load_config(&a)?;
+    let mut cpus = pick_cpus(a.cores)?;
+    cpus.truncate(cfg.connections);
+    check_fd_budget(cfg.connections, 0)?;
     require_io_uring()?;
     cfg.runtime = RuntimeConfig::on_cpus(&cpus, true, "load");
     cfg.runtime.handle_signals = true;
-    let result = load::run(cfg.clone())?;
-    if json {
+    let mut log_file = match &cfg.hdr_log {
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .map_err(|e| Failure::usage(format!("--hdr-log {}: cannot create the file: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let mut serializer = report::V2DeflateSerializer::new();
+    let mut log = match log_file.as_mut() {
+        Some(f) => Some(
+            report::IntervalLogWriterBuilder::new()
+                .add_comment("ringnode load: latency in nanoseconds, corrected for coordinated omission")
+                .with_start_time(std::time::SystemTime::now())
+                .with_base_time(std::time::SystemTime::now())
+                .with_max_value_divisor(1e6)
+                .begin_log_with(f, &mut serializer)
+                .map_err(|e| Failure::runtime(format!("--hdr-log: cannot write: {e}")))?,
+        ),
+        None => None,
+    };
+    let progress = cfg.progress;
+    let mut log_error = None;
+    let result = load::run(cfg.clone(), &mut |at, iv| {
+        if progress {
+            eprintln!("{}", report::progress_line(at, iv));
+        }
+        if let Some(w) = log.as_mut() {
+            let start = at.saturating_sub(Duration::from_secs(1));
+            if let Err(e) = w.write_histogram(&iv.latency, start, Duration::from_secs(1), None) {
+                log_error.get_or_insert(format!("{e:?}"));
+            }
+        }
+    })?;
+    drop(log);
+    if let Some(e) = log_error {
+        eprintln!("ringnode: --hdr-log: writing failed: {e}");
+    }
+    if a.json {
         println!("{}", report::load_json(&cfg, &result));
     } else {
         print!("{}", report::load_text(&cfg, &result));
     }
-    if result.received == 0 {
-        let why = if result.connected == 0 { "no connection could be established" } else { "no message came back" };
+    let target = cfg.target;
+    let failed_fast = cfg.fail_fast && result.errors.total() > 0;
+    let nothing = match cfg.mode {
+        load::Mode::Connect => result.connected == 0,
+        load::Mode::Stream => result.sent == 0,
+        _ => result.received == 0,
+    };
+    if nothing || failed_fast {
+        let why = if result.connected == 0 {
+            if result.errors.refused > 0 {
+                "no connection could be established: connection refused (is the server running on that port?)"
+                    .to_string()
+            } else {
+                "no connection could be established".to_string()
+            }
+        } else if failed_fast {
+            format!("stopped at the first error (--fail-fast): {} errors", result.errors.total())
+        } else if result.errors.reset > 0 {
+            "no reply came back: the server reset the connections".to_string()
+        } else {
+            "no reply came back".to_string()
+        };
         return Err(Failure::runtime(format!("load against {target} failed: {why}")));
+    }
+    Ok(())
+}
+
+fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {
+    let mut logs = Vec::new();
+    for f in files {
+        logs.push(report::read_interval_log(f).map_err(|e| Failure::runtime(e.to_string()))?);
+    }
+    let mut total = logs[0].total.clone();
+    for l in &logs[1..] {
+        total.add(&l.total).map_err(|e| Failure::runtime(format!("cannot merge: {e:?}")))?;
+    }
+    let summary = report::LogSummary::of(&total);
+    if json {
+        let pct: serde_json::Map<_, _> = summary
+            .percentiles
+            .iter()
+            .map(|(q, v)| (format!("p{q}_us"), serde_json::json!(*v as f64 / 1000.0)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                "intervals": logs.iter().map(|l| l.intervals).sum::<usize>(),
+                "samples": summary.samples,
+                "percentiles": pct,
+                "max_us": summary.max as f64 / 1000.0,
+            })
+        );
+    } else {
+        println!(
+            "ringnode report: {} file(s), {} intervals, {} samples",
+            logs.len(),
+            logs.iter().map(|l| l.intervals).sum::<usize>(),
+            summary.samples
+        );
+        let parts: Vec<String> = summary
+            .percentiles
+            .iter()
+            .zip(report::PERCENTILES)
+            .map(|((_, v), (_, name))| format!("{name} {:.1}", *v as f64 / 1000.0))
+            .collect();
+        println!("  latency µs   {}  max {:.1}", parts.join("  "), summary.max as f64 / 1000.0);
+    }
+    if let Some(out) = svg {
+        let mut series: Vec<(String, &hdrhistogram::Histogram<u64>)> =
+            logs.iter().map(|l| (l.name.clone(), &l.total)).collect();
+        if logs.len() > 1 {
+            series.push(("all runs".to_string(), &total));
+        }
+        let doc = report::percentile_svg("latency by percentile", &series);
+        std::fs::write(out, doc)
+            .map_err(|e| Failure::runtime(format!("--svg {}: cannot write: {e}", out.display())))?;
+        if !json {
+            println!("  plot         {}", out.display());
+        }
     }
     Ok(())
 }
@@ -214,18 +412,12 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
         duration.as_secs_f64()
     );
     let _ = std::io::stdout().flush();
-    let cfg = LoadConfig {
-        mode: load::Mode::Echo,
-        ramp: None,
-        target,
-        sources: Vec::new(),
-        connections,
-        size,
-        pipeline: 1,
-        duration,
-        runtime: client_rt,
-    };
-    let result = load::run(cfg.clone());
+    let mut cfg = LoadConfig::new(load::Mode::Echo, target);
+    cfg.connections = connections;
+    cfg.size = (size, size);
+    cfg.duration = duration;
+    cfg.runtime = client_rt;
+    let result = load::run(cfg.clone(), &mut |_, _| {});
     server.handle().shutdown();
     let stats = server.join()?;
     let result = result?;

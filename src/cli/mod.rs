@@ -6,7 +6,7 @@
 mod args;
 mod commands;
 
-pub use args::{parse_duration, parse_size, Cli, Command, LoadMode};
+pub use args::{parse_duration, parse_size, parse_size_range, Cli, Command, LoadArgs, LoadMode};
 pub use commands::run;
 
 /// A failure with the exit code it maps to and one line for a person.

@@ -1,236 +1,413 @@
-//! One load connection: connect, then the closed loop.
+//! One load connection: connect (on the ramp), then the mode's loop.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::Instant;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use super::LoadResult;
-use crate::frame::{header, hello_payload, FrameDecoder, Kind};
+use super::request::{framed_hello, RequestSource};
+use super::{CoreRun, Mode, ReplyError, DRAIN_TIMEOUT};
 use crate::net::{NetError, SendQueue, TcpStream};
 use crate::runtime::{self, Either};
 
-/// Largest receive buffer a connection keeps.
-const MAX_RECV_BUF: usize = 256 * 1024;
-
-/// What one connection does.
-pub(super) struct Plan {
-    pub id: usize,
-    pub size: usize,
-    pub pipeline: usize,
-    /// Stop starting new rounds at this time.
-    pub deadline: Instant,
-    /// Give up on replies at this time.
-    pub drain_deadline: Instant,
+/// A wake-up between the sender and the receiver of one connection (same task, so no locks).
+#[derive(Default)]
+struct Notify {
+    flag: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
 }
 
-pub(super) async fn connect(
-    target: SocketAddr,
-    source: Option<IpAddr>,
-    at: Option<Instant>,
-) -> Result<TcpStream, NetError> {
-    if let Some(at) = at {
-        runtime::sleep_until(at).await;
+impl Notify {
+    fn notify(&self) {
+        self.flag.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
     }
-    TcpStream::connect(target, source).await
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.flag.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
-/// A payload that differs per connection and per position, so a reply that went to the wrong
-/// connection or came back shifted fails the check.
-fn payload(id: usize, size: usize, pipeline: usize) -> Rc<[u8]> {
-    let mut x = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size * pipeline)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// Opens a connection (after waiting for its place on the ramp) and counts how it went.
+pub(super) async fn open(run: &CoreRun, id: usize) -> Option<TcpStream> {
+    let cfg = &run.cfg;
+    if let Some(rate) = cfg.ramp {
+        runtime::sleep_until(run.created + Duration::from_secs_f64(id as f64 / rate)).await;
+    }
+    let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
+    let t0 = Instant::now();
+    match TcpStream::connect(cfg.target, source).await {
+        Ok(s) => {
+            let mut r = run.result.borrow_mut();
+            r.connected += 1;
+            let _ = r.connect_latency.record(super::ns(t0.elapsed()));
+            drop(r);
+            run.up.set(run.up.get() + 1);
+            Some(s)
+        }
+        Err(e) => {
+            note_connect_error(run, &e);
+            None
+        }
+    }
+}
+
+fn note_connect_error(run: &CoreRun, e: &NetError) {
+    let refused = matches!(e, NetError::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused);
+    run.error(|c| {
+        c.connect += 1;
+        if refused {
+            c.refused += 1;
+        }
+    });
+    let mut r = run.result.borrow_mut();
+    if r.first_failure.is_none() {
+        r.first_failure = Some(run.start.get().elapsed());
+        r.opened_before_failure = r.connected;
+    }
+    drop(r);
+    if !run.said_connect_error.replace(true) {
+        eprintln!("ringnode: connect failed: {e}");
+    }
 }
 
 enum Failure {
     Closed,
     Reset,
     Mismatch,
+    Malformed,
 }
 
-/// Receives `payload.len()` bytes and checks them against `payload`; records one latency sample
-/// (from `t0`) each time a whole message has arrived.
-async fn recv_verify(
-    stream: &TcpStream,
-    payload: &[u8],
-    size: usize,
-    t0: Instant,
-    mut buf: Vec<u8>,
-    result: &RefCell<LoadResult>,
-) -> (Result<(), Failure>, Vec<u8>) {
-    let mut got = 0;
-    while got < payload.len() {
-        buf.clear();
-        let (r, b) = stream.recv(buf).await;
-        buf = b;
-        let n = match r {
-            Ok(0) => return (Err(Failure::Closed), buf),
-            Ok(n) => n.min(payload.len() - got),
-            Err(_) => return (Err(Failure::Reset), buf),
-        };
-        if buf[..n] != payload[got..got + n] || buf.len() > payload.len() - got {
-            return (Err(Failure::Mismatch), buf);
-        }
-        let before = got / size;
-        got += n;
-        let after = got / size;
-        if after > before {
-            let ns = t0.elapsed().as_nanos().min(u128::from(super::MAX_LATENCY_NS)) as u64;
-            let mut r = result.borrow_mut();
-            let _ = r.latency.record_n(ns.max(1), (after - before) as u64);
-            r.received += (after - before) as u64;
-            r.bytes_received += ((after - before) * size) as u64;
-        }
-    }
-    (Ok(()), buf)
+fn count(run: &CoreRun, f: Failure) {
+    run.error(|c| match f {
+        Failure::Closed => c.closed += 1,
+        Failure::Reset => c.reset += 1,
+        Failure::Mismatch => c.mismatch += 1,
+        Failure::Malformed => c.malformed += 1,
+    });
 }
 
-/// Sends a round, waits for its echo, repeats until the deadline.
-pub(super) async fn closed_loop(stream: TcpStream, plan: Plan, result: Rc<RefCell<LoadResult>>) {
-    let payload = payload(plan.id, plan.size.max(1), plan.pipeline.max(1));
-    let size = plan.size.max(1);
-    let mut buf = Vec::with_capacity(payload.len().min(MAX_RECV_BUF));
-    loop {
-        if Instant::now() >= plan.deadline || runtime::is_shutting_down() {
-            break;
-        }
-        let t0 = Instant::now();
-        {
-            let mut r = result.borrow_mut();
-            r.sent += plan.pipeline as u64;
-            r.bytes_sent += payload.len() as u64;
-        }
-        let round =
-            runtime::join(stream.send_all(payload.clone()), recv_verify(&stream, &payload, size, t0, buf, &result));
-        let outcome =
-            runtime::select(runtime::timeout_at(plan.drain_deadline, round), runtime::shutdown_requested()).await;
-        let ((sent, _), (received, b)) = match outcome {
-            Either::Left(Ok(v)) => v,
-            Either::Left(Err(_)) => {
-                result.borrow_mut().errors.timeout += 1;
-                break;
-            }
-            Either::Right(()) => break,
-        };
-        buf = b;
-        let failure = match (sent, received) {
-            (_, Err(f)) => Some(f),
-            (Err(e), Ok(())) if e.kind() != io::ErrorKind::WriteZero => Some(Failure::Reset),
-            (Err(_), Ok(())) => Some(Failure::Closed),
-            (Ok(()), Ok(())) => None,
-        };
-        if let Some(f) = failure {
-            let mut r = result.borrow_mut();
-            match f {
-                Failure::Closed => r.errors.closed += 1,
-                Failure::Reset => r.errors.reset += 1,
-                Failure::Mismatch => r.errors.mismatch += 1,
-            }
-            break;
-        }
+/// The mode's loop on an open connection.
+pub(super) async fn drive(run: Rc<CoreRun>, id: usize, stream: TcpStream) {
+    match run.cfg.mode {
+        Mode::Stream => stream_loop(&run, id, &stream).await,
+        _ => request_response(&run, id, &stream).await,
     }
+    run.up.set(run.up.get().saturating_sub(1));
     let _ = stream.close().await;
 }
 
-/// Receives frames until `count` DATA frames equal to `payload` have arrived, recording each one's
-/// latency from `t0`.
-async fn recv_frames(
-    rx: &mut crate::net::RecvStream,
-    dec: &mut FrameDecoder,
-    payload: &[u8],
-    count: usize,
-    t0: Instant,
-    result: &RefCell<LoadResult>,
-) -> Result<(), Failure> {
-    let mut got = 0;
+/// Request/response, closed or open loop. The sender and the receiver run side by side; the
+/// requests in flight are a queue of (intended, actual) send times, matched to replies in order.
+async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
+    let cfg = &run.cfg;
+    let mut source = RequestSource::new(cfg, id);
+    let parser = RefCell::new(RequestSource::parser(cfg));
+    let inflight: RefCell<VecDeque<(Instant, Instant)>> = RefCell::new(VecDeque::new());
+    let (to_sender, to_receiver) = (Notify::default(), Notify::default());
+    let done = Cell::new(false);
+    let broken = Cell::new(false);
+    let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
+    if cfg.mode == Mode::Framed {
+        let _ = tx.push(&[], &[framed_hello()]);
+    }
+    let drain_deadline = run.deadline.get() + DRAIN_TIMEOUT;
+
+    let sender = async {
+        let open_loop = cfg.total_rate().map(|total| {
+            let per_conn = total / cfg.connections as f64;
+            let interval = Duration::from_secs_f64(1.0 / per_conn);
+            // Stagger the connections over one interval, so the total rate is smooth.
+            let offset = Duration::from_secs_f64((id as f64 / total) % interval.as_secs_f64());
+            (interval, offset)
+        });
+        let mut i: u32 = 0;
+        'send: loop {
+            if broken.get() {
+                break;
+            }
+            match open_loop {
+                None => {
+                    // Closed loop: wait for every reply of the last round.
+                    while !inflight.borrow().is_empty() && !broken.get() {
+                        to_sender.wait().await;
+                    }
+                    let now = Instant::now();
+                    for k in 0..cfg.pipeline {
+                        if !run.may_send() {
+                            if k == 0 {
+                                break 'send;
+                            }
+                            break;
+                        }
+                        let req = source.next();
+                        parser.borrow_mut().sent(&req.expect);
+                        inflight.borrow_mut().push_back((now, now));
+                        run.sent(now, req.wire.len());
+                        let _ = tx.push(&[], &[req.wire]);
+                    }
+                }
+                Some((interval, offset)) => {
+                    let intended = run.start.get() + offset + interval * i;
+                    i += 1;
+                    if intended >= run.deadline.get() {
+                        break;
+                    }
+                    runtime::sleep_until(intended).await;
+                    let mut waited = false;
+                    while inflight.borrow().len() >= cfg.max_inflight && !broken.get() {
+                        waited = true;
+                        to_sender.wait().await;
+                    }
+                    if !run.may_send() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if !waited {
+                        let _ = run
+                            .result
+                            .borrow_mut()
+                            .schedule_lag
+                            .record(super::ns(now.saturating_duration_since(intended)));
+                    }
+                    let req = source.next();
+                    parser.borrow_mut().sent(&req.expect);
+                    inflight.borrow_mut().push_back((intended, now));
+                    run.sent(intended, req.wire.len());
+                    let _ = tx.push(&[], &[req.wire]);
+                }
+            }
+            to_receiver.notify();
+            if tx.flush().await.is_err() {
+                if !broken.replace(true) {
+                    count(run, Failure::Reset);
+                }
+                break;
+            }
+        }
+        done.set(true);
+        to_receiver.notify();
+    };
+
+    let receiver = async {
+        let mut rx = stream.recv_stream();
+        let mut replies = Vec::new();
+        loop {
+            if broken.get() || (done.get() && inflight.borrow().is_empty()) {
+                break;
+            }
+            let chunk = match runtime::select(rx.next(), to_receiver.wait()).await {
+                Either::Right(()) => continue,
+                Either::Left(None) => {
+                    if !inflight.borrow().is_empty() || !done.get() {
+                        count(run, Failure::Closed);
+                    }
+                    break;
+                }
+                Either::Left(Some(Err(_))) => {
+                    count(run, Failure::Reset);
+                    break;
+                }
+                Either::Left(Some(Ok(c))) => c,
+            };
+            run.result.borrow_mut().bytes_received += chunk.len() as u64;
+            run.interval.borrow_mut().bytes += chunk.len() as u64;
+            if let Err(e) = parser.borrow_mut().feed(&chunk, &mut replies) {
+                count(run, if e == ReplyError::Mismatch { Failure::Mismatch } else { Failure::Malformed });
+                break;
+            }
+            for super::Reply::Ok(status) in replies.drain(..) {
+                let Some((intended, actual)) = inflight.borrow_mut().pop_front() else {
+                    // More replies than requests.
+                    count(run, Failure::Mismatch);
+                    broken.set(true);
+                    break;
+                };
+                run.reply(intended, actual, status);
+            }
+            to_sender.notify();
+        }
+        broken.set(true);
+        to_sender.notify();
+    };
+
+    match runtime::timeout_at(drain_deadline, runtime::join(sender, receiver)).await {
+        Ok(((), ())) => {}
+        Err(_) => {
+            let left = inflight.borrow().len() as u64;
+            if left > 0 {
+                run.error(|c| c.timeout += left);
+            }
+        }
+    }
+}
+
+/// One way: send (as fast as the socket takes it, or at the rate), read and drop what comes back.
+async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
+    let cfg = &run.cfg;
+    let mut source = RequestSource::new(cfg, id);
+    let done = Cell::new(false);
+    let wake = Notify::default();
+    let sender = async {
+        let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
+        let interval = cfg.total_rate().map(|t| Duration::from_secs_f64(cfg.connections as f64 / t));
+        let mut i: u32 = 0;
+        loop {
+            let intended = match interval {
+                Some(iv) => {
+                    let at = run.start.get() + iv * i;
+                    i += 1;
+                    runtime::sleep_until(at).await;
+                    at
+                }
+                None => Instant::now(),
+            };
+            if !run.may_send() {
+                break;
+            }
+            let req = source.next();
+            let len = req.wire.len();
+            let _ = tx.push(&[], &[req.wire]);
+            if tx.flush().await.is_err() {
+                count(run, Failure::Reset);
+                break;
+            }
+            run.sent(intended, len);
+        }
+        done.set(true);
+        wake.notify();
+    };
+    let receiver = async {
+        let mut rx = stream.recv_stream();
+        while !done.get() {
+            match runtime::select(rx.next(), wake.wait()).await {
+                Either::Left(Some(Ok(c))) => {
+                    run.result.borrow_mut().bytes_received += c.len() as u64;
+                }
+                Either::Left(_) => break,
+                Either::Right(()) => {}
+            }
+        }
+    };
+    let _ = runtime::timeout_at(run.deadline.get() + DRAIN_TIMEOUT, runtime::join(sender, receiver)).await;
+}
+
+/// `connect` mode: open, optionally one exchange, close; again until the end. With a rate, each
+/// slot opens connections on its own fixed schedule.
+pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
+    let cfg = &run.cfg;
+    let exchange = cfg.payload.is_some();
+    let interval = cfg.total_rate().map(|t| Duration::from_secs_f64(cfg.connections as f64 / t));
+    let offset = cfg.total_rate().map_or(Duration::ZERO, |t| Duration::from_secs_f64(id as f64 / t));
+    let mut i: u32 = 0;
     loop {
-        while let Some(f) = dec.next_frame() {
-            let f = f.map_err(|_| Failure::Mismatch)?;
-            match f.kind {
-                Kind::Data if f.payload[..] == *payload => {
-                    let ns = t0.elapsed().as_nanos().min(u128::from(super::MAX_LATENCY_NS)) as u64;
-                    let mut r = result.borrow_mut();
-                    let _ = r.latency.record(ns.max(1));
-                    r.received += 1;
-                    r.bytes_received += payload.len() as u64;
-                    got += 1;
-                    if got == count {
+        let intended = match interval {
+            Some(iv) => {
+                let at = run.start.get() + offset + iv * i;
+                i += 1;
+                if at >= run.deadline.get() {
+                    break;
+                }
+                runtime::sleep_until(at).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        if !run.may_send() {
+            break;
+        }
+        let source = (!cfg.sources.is_empty()).then(|| cfg.sources[(id + i as usize) % cfg.sources.len()]);
+        let t0 = Instant::now();
+        let stream = match runtime::timeout(DRAIN_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                note_connect_error(&run, &e);
+                continue;
+            }
+            Err(_) => {
+                run.error(|c| {
+                    c.connect += 1;
+                    c.timeout += 1;
+                });
+                continue;
+            }
+        };
+        let connected_at = Instant::now();
+        {
+            let mut r = run.result.borrow_mut();
+            r.connected += 1;
+            if intended >= run.measure_start.get() {
+                let _ = r.connect_latency.record(super::ns(connected_at - intended));
+                let _ = r.uncorrected.record(super::ns(connected_at - t0));
+                r.measured += 1;
+                let _ = r.latency.record(super::ns(connected_at - intended));
+            }
+            drop(r);
+            let mut iv = run.interval.borrow_mut();
+            iv.replies += 1;
+            let _ = iv.latency.record(super::ns(connected_at - intended));
+        }
+        if exchange {
+            exchange_one(&run, id, &stream).await;
+        }
+        let _ = stream.close().await;
+    }
+}
+
+/// Sends one request and waits for its reply (connect mode with a payload).
+async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
+    let mut source = RequestSource::new(&run.cfg, id);
+    let mut parser = RequestSource::parser(&run.cfg);
+    let req = source.next();
+    parser.sent(&req.expect);
+    let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
+    let _ = tx.push(&[], std::slice::from_ref(&req.wire));
+    run.result.borrow_mut().sent += 1;
+    run.result.borrow_mut().bytes_sent += req.wire.len() as u64;
+    let wait = async {
+        tx.flush().await.map_err(|_| Failure::Reset)?;
+        let mut rx = stream.recv_stream();
+        let mut replies = Vec::new();
+        loop {
+            match rx.next().await {
+                None => return Err(Failure::Closed),
+                Some(Err(_)) => return Err(Failure::Reset),
+                Some(Ok(c)) => {
+                    run.result.borrow_mut().bytes_received += c.len() as u64;
+                    parser.feed(&c, &mut replies).map_err(|e| {
+                        if e == ReplyError::Mismatch {
+                            Failure::Mismatch
+                        } else {
+                            Failure::Malformed
+                        }
+                    })?;
+                    if let Some(super::Reply::Ok(status)) = replies.pop() {
+                        let mut r = run.result.borrow_mut();
+                        r.received += 1;
+                        if let Some(code) = status {
+                            *r.status.entry(code).or_default() += 1;
+                        }
                         return Ok(());
                     }
                 }
-                Kind::Data => return Err(Failure::Mismatch),
-                Kind::Close => return Err(Failure::Closed),
-                _ => {}
             }
         }
-        match rx.next().await {
-            None => return Err(Failure::Closed),
-            Some(Err(_)) => return Err(Failure::Reset),
-            Some(Ok(chunk)) => dec.push(chunk),
-        }
+    };
+    match runtime::timeout(DRAIN_TIMEOUT, wait).await {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => count(run, f),
+        Err(_) => run.error(|c| c.timeout += 1),
     }
-}
-
-/// The framed closed loop: HELLO, then rounds of `pipeline` DATA frames (the same payload `Bytes`
-/// each time: no copy) and their echoes.
-pub(super) async fn framed_loop(stream: TcpStream, plan: Plan, result: Rc<RefCell<LoadResult>>) {
-    let size = plan.size.max(1);
-    let payload = Bytes::from(payload(plan.id, size, 1).to_vec());
-    let mut rx = stream.recv_stream();
-    let mut dec = FrameDecoder::new(u32::try_from(size).unwrap_or(u32::MAX).max(crate::frame::DEFAULT_MAX_PAYLOAD));
-    let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
-    let hello = hello_payload();
-    let _ = tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]);
-    let mut failure = tx.flush().await.err().map(|_| Failure::Reset);
-    let data_header = header(Kind::Data, 0, size as u32);
-    let one = [payload.clone()];
-    while failure.is_none() {
-        if Instant::now() >= plan.deadline || runtime::is_shutting_down() {
-            break;
-        }
-        let t0 = Instant::now();
-        for _ in 0..plan.pipeline {
-            let _ = tx.push(&data_header, &one);
-        }
-        {
-            let mut r = result.borrow_mut();
-            r.sent += plan.pipeline as u64;
-            r.bytes_sent += (plan.pipeline * size) as u64;
-        }
-        let round = runtime::join(tx.flush(), recv_frames(&mut rx, &mut dec, &payload, plan.pipeline, t0, &result));
-        match runtime::select(runtime::timeout_at(plan.drain_deadline, round), runtime::shutdown_requested()).await {
-            Either::Left(Ok((sent, received))) => {
-                failure = match (sent, received) {
-                    (_, Err(f)) => Some(f),
-                    (Err(_), Ok(())) => Some(Failure::Reset),
-                    (Ok(()), Ok(())) => None,
-                }
-            }
-            Either::Left(Err(_)) => {
-                result.borrow_mut().errors.timeout += 1;
-                break;
-            }
-            Either::Right(()) => break,
-        }
-    }
-    if let Some(f) = failure {
-        let mut r = result.borrow_mut();
-        match f {
-            Failure::Closed => r.errors.closed += 1,
-            Failure::Reset => r.errors.reset += 1,
-            Failure::Mismatch => r.errors.mismatch += 1,
-        }
-    }
-    drop(rx);
-    let _ = stream.close().await;
 }

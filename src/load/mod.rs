@@ -1,15 +1,33 @@
-//! The load generator: many connections spread over the cores, each a closed loop that sends a
-//! payload (or `pipeline` payloads back to back), waits for all of it back, checks every byte, and
-//! records each message's round trip in the core's histogram. Histograms are merged once, at the
-//! end. Built so that open-loop pacing, other modes and reports can be added beside it.
+//! The load generator. Connections are spread over the cores; each runs one of the modes:
+//! request/response (`echo`, `framed`, `http`: closed loop by default, open loop with a rate),
+//! `stream` (one way, the server sinks) or `connect` (open, optionally one exchange, close).
+//! Latency is recorded in per-core HdrHistograms, merged once at the end; every second each core
+//! hands its interval counts to the main thread, which prints a progress line and writes the
+//! interval log.
+//!
+//! Open loop: each connection sends on a fixed schedule whether or not replies are outstanding (up
+//! to `max_inflight`), and a reply's latency is measured from the time its request was *meant* to go
+//! out. A server that stalls therefore shows in the percentiles, where a closed loop (which simply
+//! stops sending while it waits) hides it: that is the coordinated-omission correction. The
+//! uncorrected latency (from the actual send) is kept beside it.
 
 mod conn;
+mod reply;
+mod request;
+
+pub use reply::{Reply, ReplyError, ReplyParser};
+pub use request::http_request;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::runtime::{self, RuntimeConfig, RuntimeError};
@@ -22,10 +40,49 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// What each connection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Raw bytes, echoed back.
+    /// Request/response over raw bytes (by default the echo of what was sent, checked).
     Echo,
+    /// One-way: send as fast as allowed; whatever comes back is read and discarded.
+    Stream,
     /// Native frames (HELLO, then DATA frames echoed back).
     Framed,
+    /// Connect, optionally exchange one message, close; repeat.
+    Connect,
+    /// HTTP/1.1 keep-alive requests.
+    Http,
+}
+
+/// How a reply is recognised in `echo` mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyRule {
+    /// The echo of the request, compared byte for byte.
+    Echo,
+    /// Every N bytes are one reply.
+    Bytes(usize),
+    /// A reply ends with this delimiter.
+    Delimiter(Vec<u8>),
+}
+
+/// Open-loop rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Messages (or connections, in `connect` mode) per second over the whole run.
+    Total(f64),
+    /// Per connection.
+    PerConnection(f64),
+}
+
+/// The HTTP request of `http` mode.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Bytes,
 }
 
 /// A load run's settings.
@@ -39,16 +96,73 @@ pub struct LoadConfig {
     pub sources: Vec<IpAddr>,
     /// Connections opened per second over all cores (`None`: all at once).
     pub ramp: Option<f64>,
-    /// Connections, spread round-robin over the cores.
+    /// Connections (in `connect` mode: how many connect at once).
     pub connections: usize,
-    /// Payload size in bytes.
-    pub size: usize,
-    /// Payloads sent back to back before waiting for their echoes.
+    /// Payload size range in bytes, inclusive (`min == max` for a fixed size).
+    pub size: (usize, usize),
+    /// A fixed payload instead of generated ones.
+    pub payload: Option<Bytes>,
+    /// How replies are recognised (`echo` mode).
+    pub reply: ReplyRule,
+    /// Closed loop: requests sent back to back before waiting for their replies.
     pub pipeline: usize,
-    /// How long to send.
+    /// Open loop when set.
+    pub rate: Option<Rate>,
+    /// Open loop: most requests outstanding per connection; the schedule waits beyond that (and
+    /// the wait shows in the corrected latency).
+    pub max_inflight: usize,
+    /// Run this long before measuring; excluded from the results.
+    pub warmup: Duration,
+    /// How long to measure.
     pub duration: Duration,
+    /// Stop after this many messages instead (the duration is then an upper bound).
+    pub messages: Option<u64>,
+    /// The request of `http` mode.
+    pub http: HttpRequest,
+    /// Stop at the first error.
+    pub fail_fast: bool,
+    /// Print a progress line every second (to standard error).
+    pub progress: bool,
+    /// Write an HdrHistogram interval log here.
+    pub hdr_log: Option<PathBuf>,
     /// The runtime layout.
     pub runtime: RuntimeConfig,
+}
+
+impl LoadConfig {
+    /// A closed-loop run of `mode` against `target` with the defaults: 64 connections, 64 B,
+    /// 5 s, on one unpinned core.
+    pub fn new(mode: Mode, target: SocketAddr) -> LoadConfig {
+        LoadConfig {
+            mode,
+            target,
+            sources: Vec::new(),
+            ramp: None,
+            connections: 64,
+            size: (64, 64),
+            payload: None,
+            reply: ReplyRule::Echo,
+            pipeline: 1,
+            rate: None,
+            max_inflight: 1024,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(5),
+            messages: None,
+            http: HttpRequest { method: "GET".into(), path: "/".into(), ..HttpRequest::default() },
+            fail_fast: false,
+            progress: false,
+            hdr_log: None,
+            runtime: RuntimeConfig::on_cpus(&[0], false, "load"),
+        }
+    }
+
+    /// The requested open-loop rate over the whole run, if any.
+    pub fn total_rate(&self) -> Option<f64> {
+        self.rate.map(|r| match r {
+            Rate::Total(t) => t,
+            Rate::PerConnection(p) => p * self.connections as f64,
+        })
+    }
 }
 
 /// Error counts by kind.
@@ -56,52 +170,83 @@ pub struct LoadConfig {
 pub struct ErrorCounts {
     /// Connections that could not be established.
     pub connect: u64,
+    /// Of those, refused by the server (nothing listening).
+    pub refused: u64,
     /// Connections reset (or otherwise failed) by the peer mid-run.
     pub reset: u64,
-    /// Peers that closed the connection before echoing everything.
+    /// Peers that closed the connection while replies were outstanding (short reads).
     pub closed: u64,
-    /// Replies that did not arrive before the run's drain deadline.
+    /// Replies that did not arrive before the drain deadline.
     pub timeout: u64,
     /// Replies whose bytes differed from what was sent.
     pub mismatch: u64,
+    /// Replies that were not of the expected form (bad HTTP, bad frames).
+    pub malformed: u64,
 }
 
 impl ErrorCounts {
     fn add(&mut self, o: &ErrorCounts) {
         self.connect += o.connect;
+        self.refused += o.refused;
         self.reset += o.reset;
         self.closed += o.closed;
         self.timeout += o.timeout;
         self.mismatch += o.mismatch;
+        self.malformed += o.malformed;
     }
 
-    /// All errors.
+    /// All errors (refusals are already among the connect errors).
     pub fn total(&self) -> u64 {
-        self.connect + self.reset + self.closed + self.timeout + self.mismatch
+        self.connect + self.reset + self.closed + self.timeout + self.mismatch + self.malformed
     }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
 }
 
 /// What one core (or, merged, the whole run) measured.
 #[derive(Debug, Clone)]
 pub struct LoadResult {
-    /// Connections established.
+    /// Connections established (in `connect` mode: connections opened in all).
     pub connected: u64,
-    /// Messages sent.
+    /// Messages sent, warm-up included (what the server saw).
     pub sent: u64,
-    /// Messages received back complete and correct.
+    /// Replies received complete and correct, warm-up included.
     pub received: u64,
-    /// Bytes sent.
+    /// Bytes sent, warm-up included.
     pub bytes_sent: u64,
-    /// Bytes received.
+    /// Bytes received, warm-up included.
     pub bytes_received: u64,
-    /// Round-trip latency per message, in nanoseconds.
+    /// Replies inside the measured window.
+    pub measured: u64,
+    /// Bytes sent inside the measured window (the rate of `stream` mode).
+    pub measured_bytes_sent: u64,
+    /// Messages sent inside the measured window.
+    pub measured_sent: u64,
+    /// Latency per reply from the intended send time (equals the actual send time in a closed
+    /// loop), in nanoseconds, measured window only.
     pub latency: Histogram<u64>,
+    /// Latency from the actual send time.
+    pub uncorrected: Histogram<u64>,
+    /// Connect latency (`connect` mode, and the set-up of every other mode).
+    pub connect_latency: Histogram<u64>,
+    /// How late the generator sent relative to its schedule (open loop), in nanoseconds.
+    pub schedule_lag: Histogram<u64>,
     /// Errors by kind.
     pub errors: ErrorCounts,
+    /// HTTP status codes.
+    pub status: BTreeMap<u16, u64>,
+    /// When the first connect failure happened, after the start (`connect` mode).
+    pub first_failure: Option<Duration>,
+    /// Connections opened before the first failure.
+    pub opened_before_failure: u64,
     /// Measured time (the longest of the cores).
     pub elapsed: Duration,
-    /// CPU seconds used by each core's thread.
+    /// CPU seconds used by each core's thread over the whole run.
     pub core_cpu: Vec<f64>,
+    /// Wall time of the whole run per core (for CPU use).
+    pub core_wall: Vec<f64>,
 }
 
 impl LoadResult {
@@ -112,40 +257,126 @@ impl LoadResult {
             received: 0,
             bytes_sent: 0,
             bytes_received: 0,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds"),
+            measured: 0,
+            measured_bytes_sent: 0,
+            measured_sent: 0,
+            latency: histogram(),
+            uncorrected: histogram(),
+            connect_latency: histogram(),
+            schedule_lag: histogram(),
             errors: ErrorCounts::default(),
+            status: BTreeMap::new(),
+            first_failure: None,
+            opened_before_failure: 0,
             elapsed: Duration::ZERO,
             core_cpu: Vec::new(),
+            core_wall: Vec::new(),
         }
     }
 
-    /// Adds another core's result: counts and histograms summed, the longer elapsed time kept.
+    /// Adds another core's result: counts and histograms summed (never percentiles averaged),
+    /// the longer elapsed time kept.
     pub fn merge(&mut self, o: &LoadResult) {
         self.connected += o.connected;
         self.sent += o.sent;
         self.received += o.received;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.measured += o.measured;
+        self.measured_bytes_sent += o.measured_bytes_sent;
+        self.measured_sent += o.measured_sent;
         // Same bounds on every core, so adding cannot fail.
         let _ = self.latency.add(&o.latency);
+        let _ = self.uncorrected.add(&o.uncorrected);
+        let _ = self.connect_latency.add(&o.connect_latency);
+        let _ = self.schedule_lag.add(&o.schedule_lag);
         self.errors.add(&o.errors);
+        for (k, v) in &o.status {
+            *self.status.entry(*k).or_default() += v;
+        }
+        self.first_failure = match (self.first_failure, o.first_failure) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.opened_before_failure += o.opened_before_failure;
         self.elapsed = self.elapsed.max(o.elapsed);
         self.core_cpu.extend_from_slice(&o.core_cpu);
+        self.core_wall.extend_from_slice(&o.core_wall);
     }
 
-    /// Messages per second received.
+    /// Replies per second in the measured window.
     pub fn rate(&self) -> f64 {
-        self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.measured as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Messages sent per second in the measured window.
+    pub fn send_rate(&self) -> f64 {
+        self.measured_sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
-/// Runs a load and returns the merged result.
-pub fn run(config: LoadConfig) -> Result<LoadResult, RuntimeError> {
-    let shared = std::sync::Arc::new(config.clone());
-    let results = runtime::run(config.runtime, move |core| {
+/// One second of one core, handed to the main thread for the progress line and the log.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// Replies.
+    pub replies: u64,
+    /// Bytes received and sent.
+    pub bytes: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Connections up at the end of the interval (all cores).
+    pub connections: u64,
+    /// Latency of the interval's replies (corrected), measured window only.
+    pub latency: Histogram<u64>,
+}
+
+impl Interval {
+    fn new() -> Interval {
+        Interval { replies: 0, bytes: 0, errors: 0, connections: 0, latency: histogram() }
+    }
+
+    fn absorb(&mut self, o: &Interval) {
+        self.replies += o.replies;
+        self.bytes += o.bytes;
+        self.errors += o.errors;
+        let _ = self.latency.add(&o.latency);
+    }
+}
+
+/// Where the cores leave their intervals for the main thread.
+#[derive(Default)]
+pub(crate) struct IntervalBoard {
+    slots: Mutex<Vec<Interval>>,
+    /// Connections up over all cores.
+    up: AtomicU64,
+}
+
+/// Called by the main thread once per interval while the run goes on.
+pub type OnInterval<'a> = &'a mut dyn FnMut(Duration, &Interval);
+
+/// Runs a load and returns the merged result. `on_interval` is called about once a second with the
+/// merged interval of all cores.
+pub fn run(config: LoadConfig, on_interval: OnInterval<'_>) -> Result<LoadResult, RuntimeError> {
+    let shared = Arc::new(config.clone());
+    let board = Arc::new(IntervalBoard::default());
+    let b = board.clone();
+    let running = runtime::start(config.runtime, move |core| {
         let cfg = shared.clone();
-        async move { core_main(core, cfg).await }
+        let board = b.clone();
+        async move { core_main(core, cfg, board).await }
     })?;
+    let t0 = Instant::now();
+    let mut next = t0 + Duration::from_secs(1);
+    while !running.is_finished() {
+        std::thread::sleep(Duration::from_millis(20).min(next.saturating_duration_since(Instant::now())));
+        if Instant::now() >= next {
+            let mut iv = take_interval(&board);
+            iv.connections = board.up.load(Ordering::Relaxed);
+            on_interval(next - t0, &iv);
+            next += Duration::from_secs(1);
+        }
+    }
+    let results = running.join()?;
     let mut total = LoadResult::new();
     for r in &results {
         total.merge(r);
@@ -153,65 +384,206 @@ pub fn run(config: LoadConfig) -> Result<LoadResult, RuntimeError> {
     Ok(total)
 }
 
-async fn core_main(core: runtime::CoreInfo, cfg: std::sync::Arc<LoadConfig>) -> LoadResult {
-    let cpu0 = crate::sys::thread_cpu_seconds();
-    let result = Rc::new(RefCell::new(LoadResult::new()));
-    let ids: Vec<usize> = (core.index..cfg.connections).step_by(core.count).collect();
-    // Connect everything first, so the measured window only holds traffic.
-    let mut pending = Vec::with_capacity(ids.len());
-    let ramp_start = Instant::now();
-    for &id in &ids {
-        let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
-        // With a ramp, connection `id` (numbered over all cores) starts at id / rate seconds.
-        let at = cfg.ramp.map(|rate| ramp_start + Duration::from_secs_f64(id as f64 / rate));
-        pending.push(runtime::spawn(conn::connect(cfg.target, source, at)));
+fn take_interval(board: &IntervalBoard) -> Interval {
+    let mut merged = Interval::new();
+    let mut slots = board.slots.lock().unwrap_or_else(|e| e.into_inner());
+    for s in slots.drain(..) {
+        merged.absorb(&s);
     }
-    let mut streams = Vec::with_capacity(ids.len());
-    for (p, &id) in pending.into_iter().zip(&ids) {
-        match p.await {
-            Ok(s) => streams.push((id, s)),
-            Err(e) => {
-                let mut r = result.borrow_mut();
-                if r.errors.connect == 0 {
-                    eprintln!("ringnode: connect failed: {e}");
-                }
-                r.errors.connect += 1;
+    merged
+}
+
+/// One core's running state, shared by its connection tasks.
+pub(crate) struct CoreRun {
+    pub cfg: Arc<LoadConfig>,
+    pub result: RefCell<LoadResult>,
+    pub interval: RefCell<Interval>,
+    /// When the core started (the ramp counts from here).
+    pub created: Instant,
+    /// When traffic starts (after the connections are up), the measured window opens (after the
+    /// warm-up) and closes.
+    pub start: std::cell::Cell<Instant>,
+    pub measure_start: std::cell::Cell<Instant>,
+    pub deadline: std::cell::Cell<Instant>,
+    /// The first connect error was printed.
+    pub said_connect_error: std::cell::Cell<bool>,
+    /// Messages this core may still send (`--messages`).
+    pub budget: std::cell::Cell<Option<u64>>,
+    pub up: std::cell::Cell<u64>,
+    /// Set by `--fail-fast` at the first error.
+    pub failed: std::cell::Cell<bool>,
+}
+
+impl CoreRun {
+    /// Takes one message from the budget; false when the run should stop sending.
+    pub fn may_send(&self) -> bool {
+        if self.failed.get() || runtime::is_shutting_down() || Instant::now() >= self.deadline.get() {
+            return false;
+        }
+        match self.budget.get() {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                self.budget.set(Some(n - 1));
+                true
             }
         }
     }
-    result.borrow_mut().connected = streams.len() as u64;
-    let start = Instant::now();
-    let deadline = start + cfg.duration;
-    let mut tasks = Vec::with_capacity(streams.len());
-    for (id, stream) in streams {
-        let plan = conn::Plan {
-            id,
-            size: cfg.size,
-            pipeline: cfg.pipeline,
-            deadline,
-            drain_deadline: deadline + DRAIN_TIMEOUT,
-        };
-        tasks.push(match cfg.mode {
-            Mode::Echo => runtime::spawn(conn::closed_loop(stream, plan, result.clone())),
-            Mode::Framed => runtime::spawn(conn::framed_loop(stream, plan, result.clone())),
-        });
+
+    /// Records one reply that came back complete: `intended` and `actual` are when its request was
+    /// meant to go and went.
+    pub fn reply(&self, intended: Instant, actual: Instant, status: Option<u16>) {
+        let now = Instant::now();
+        let mut r = self.result.borrow_mut();
+        r.received += 1;
+        if let Some(code) = status {
+            *r.status.entry(code).or_default() += 1;
+        }
+        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+            let corrected = ns(now - intended);
+            r.measured += 1;
+            let _ = r.latency.record(corrected);
+            let _ = r.uncorrected.record(ns(now.saturating_duration_since(actual)));
+            let mut iv = self.interval.borrow_mut();
+            iv.replies += 1;
+            let _ = iv.latency.record(corrected);
+        }
     }
-    let stop = runtime::select(
-        async {
-            for t in tasks {
-                t.await;
+
+    /// Records a request that went out.
+    pub fn sent(&self, at: Instant, bytes: usize) {
+        let mut r = self.result.borrow_mut();
+        r.sent += 1;
+        r.bytes_sent += bytes as u64;
+        if at >= self.measure_start.get() && at < self.deadline.get() {
+            r.measured_bytes_sent += bytes as u64;
+            r.measured_sent += 1;
+        }
+        self.interval.borrow_mut().bytes += bytes as u64;
+    }
+
+    /// Counts an error; with `--fail-fast` the run stops.
+    pub fn error(&self, f: impl FnOnce(&mut ErrorCounts)) {
+        f(&mut self.result.borrow_mut().errors);
+        self.interval.borrow_mut().errors += 1;
+        if self.cfg.fail_fast {
+            self.failed.set(true);
+        }
+    }
+}
+
+fn ns(d: Duration) -> u64 {
+    (d.as_nanos().min(u128::from(MAX_LATENCY_NS)) as u64).max(1)
+}
+
+/// Hands the core's counts to the main thread several times a second, so each printed second
+/// holds (nearly) exactly one second of traffic.
+async fn publish_intervals(run: Rc<CoreRun>, board: Arc<IntervalBoard>) {
+    let mut up = 0u64;
+    loop {
+        runtime::sleep(Duration::from_millis(100)).await;
+        publish(&run, &board, &mut up);
+    }
+}
+
+fn publish(run: &CoreRun, board: &IntervalBoard, published_up: &mut u64) {
+    let iv = std::mem::replace(&mut *run.interval.borrow_mut(), Interval::new());
+    let up = run.up.get();
+    if up >= *published_up {
+        board.up.fetch_add(up - *published_up, Ordering::Relaxed);
+    } else {
+        board.up.fetch_sub(*published_up - up, Ordering::Relaxed);
+    }
+    *published_up = up;
+    board.slots.lock().unwrap_or_else(|e| e.into_inner()).push(iv);
+}
+
+/// This core's share of a `--messages` budget: the cores' shares add up to exactly `m`.
+fn budget_share(m: u64, connections: usize, cores: usize, core: usize) -> u64 {
+    let conns_of = |c: usize| (connections + cores - 1 - c) / cores;
+    let before: usize = (0..core).map(conns_of).sum();
+    let upto = before + conns_of(core);
+    let share = |n: usize| (u128::from(m) * n as u128 / connections as u128) as u64;
+    share(upto) - share(before)
+}
+
+async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<IntervalBoard>) -> LoadResult {
+    let cpu0 = crate::sys::thread_cpu_seconds();
+    let created = Instant::now();
+    let ids: Vec<usize> = (core.index..cfg.connections).step_by(core.count).collect();
+    let budget = cfg.messages.map(|m| budget_share(m, cfg.connections, core.count, core.index));
+    let run = Rc::new(CoreRun {
+        cfg: cfg.clone(),
+        result: RefCell::new(LoadResult::new()),
+        interval: RefCell::new(Interval::new()),
+        created,
+        start: std::cell::Cell::new(created),
+        measure_start: std::cell::Cell::new(created),
+        deadline: std::cell::Cell::new(created),
+        said_connect_error: std::cell::Cell::new(false),
+        budget: std::cell::Cell::new(budget),
+        up: std::cell::Cell::new(0),
+        failed: std::cell::Cell::new(false),
+    });
+    let publisher = runtime::spawn(publish_intervals(run.clone(), board.clone()));
+    // Every mode but `connect` opens its connections first, so the window holds only traffic.
+    let mut streams = Vec::new();
+    if cfg.mode != Mode::Connect {
+        let opening: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let run = run.clone();
+                runtime::spawn(async move { conn::open(&run, id).await.map(|s| (id, s)) })
+            })
+            .collect();
+        for o in opening {
+            if let Some(s) = o.await {
+                streams.push(s);
             }
-        },
-        runtime::shutdown_requested(),
-    )
-    .await;
-    let mut r = result.borrow().clone();
-    // The measured window is the sending window: the configured duration, or less when a signal
-    // cut the run short (replies drained after the window belong to messages sent inside it).
-    r.elapsed = match stop {
-        runtime::Either::Left(()) => start.elapsed().min(cfg.duration),
-        runtime::Either::Right(()) => start.elapsed(),
+        }
+    }
+    let start = Instant::now();
+    // With only --messages, the duration is an upper bound of one hour.
+    let window =
+        if cfg.messages.is_some() && cfg.duration.is_zero() { Duration::from_secs(3600) } else { cfg.duration };
+    run.start.set(start);
+    run.measure_start.set(start + cfg.warmup);
+    run.deadline.set(start + cfg.warmup + window);
+    let tasks: Vec<_> = if cfg.mode == Mode::Connect {
+        ids.iter().map(|&id| runtime::spawn(conn::connect_loop(run.clone(), id))).collect()
+    } else {
+        streams.into_iter().map(|(id, s)| runtime::spawn(conn::drive(run.clone(), id, s))).collect()
     };
+    let all = async {
+        for t in tasks {
+            t.await;
+        }
+    };
+    let _ = runtime::select(all, async {
+        runtime::shutdown_requested().await;
+        // After a signal the connections stop sending and drain what is in flight, within the
+        // usual bound.
+        runtime::sleep(DRAIN_TIMEOUT + Duration::from_millis(500)).await;
+    })
+    .await;
+    drop(publisher);
+    let mut r = run.result.borrow().clone();
+    let end = Instant::now().min(run.deadline.get());
+    r.elapsed = end.saturating_duration_since(run.measure_start.get());
     r.core_cpu = vec![crate::sys::thread_cpu_seconds() - cpu0];
+    r.core_wall = vec![created.elapsed().as_secs_f64()];
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_budgets_add_up_exactly() {
+        for (m, n, cores) in [(1000u64, 64usize, 2usize), (7, 3, 2), (10, 1, 1), (1_000_003, 1000, 3)] {
+            let total: u64 = (0..cores).map(|c| budget_share(m, n, cores, c)).sum();
+            assert_eq!(total, m, "m={m} n={n} cores={cores}");
+        }
+    }
 }

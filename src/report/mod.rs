@@ -1,93 +1,18 @@
 //! What a person reads, and what a machine reads (`--json`): load results, server counters, the
 //! kernel probe. Knows nothing of sockets.
 
+mod hdr;
+mod load;
+mod svg;
+
+pub use hdr::{read_interval_log, IntervalLog, IntervalLogWriterBuilder, LogSummary, V2DeflateSerializer};
+pub use load::{limits, load_json, load_text, progress_line, PERCENTILES};
+pub use svg::percentile_svg;
+
 use serde_json::json;
 
 use crate::echo::EchoStats;
-use crate::load::{LoadConfig, LoadResult};
 use crate::ring::Probe;
-
-/// Latency percentiles reported everywhere, in this order.
-pub const PERCENTILES: &[(f64, &str)] = &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9")];
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-/// The load result as the lines a person reads.
-pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
-    let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let h = &r.latency;
-    let pct: Vec<String> =
-        PERCENTILES.iter().map(|&(q, name)| format!("{name} {:.1}", us(h.value_at_percentile(q)))).collect();
-    let cpu: f64 = r.core_cpu.iter().sum();
-    let cpu_per_core: Vec<String> = r.core_cpu.iter().map(|c| format!("{:.0}%", 100.0 * c / secs)).collect();
-    format!(
-        "ringnode load: {target}, {conns} connections, {size} B, pipeline {pipe}, {secs:.2} s, {cores} core(s)\n\
-         \x20 connections  {up} up of {conns} requested\n\
-         \x20 messages     {sent} sent, {recv} received, {rate:.0}/s\n\
-         \x20 throughput   {mbs:.2} MB/s received ({mbs_out:.2} MB/s sent)\n\
-         \x20 latency µs   {pct}  max {max:.1}  (n={n})\n\
-         \x20 errors       connect {ec}  reset {er}  closed {ecl}  timeout {et}  mismatch {em}\n\
-         \x20 client cpu   {cpu:.2} s ({cpu_per_core})\n",
-        target = cfg.target,
-        conns = cfg.connections,
-        size = cfg.size,
-        pipe = cfg.pipeline,
-        cores = r.core_cpu.len(),
-        up = r.connected,
-        sent = r.sent,
-        recv = r.received,
-        rate = r.rate(),
-        mbs = r.bytes_received as f64 / secs / 1e6,
-        mbs_out = r.bytes_sent as f64 / secs / 1e6,
-        pct = pct.join("  "),
-        max = us(h.max()),
-        n = h.len(),
-        ec = r.errors.connect,
-        er = r.errors.reset,
-        ecl = r.errors.closed,
-        et = r.errors.timeout,
-        em = r.errors.mismatch,
-        cpu_per_core = cpu_per_core.join(" "),
-    )
-}
-
-/// The load result as one JSON object.
-pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
-    let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let h = &r.latency;
-    let mut lat = serde_json::Map::new();
-    for &(q, name) in PERCENTILES {
-        lat.insert(format!("{name}_us"), json!(us(h.value_at_percentile(q))));
-    }
-    lat.insert("max_us".into(), json!(us(h.max())));
-    lat.insert("mean_us".into(), json!(h.mean() / 1000.0));
-    lat.insert("samples".into(), json!(h.len()));
-    json!({
-        "target": cfg.target.to_string(),
-        "connections_requested": cfg.connections,
-        "connections_up": r.connected,
-        "size": cfg.size,
-        "pipeline": cfg.pipeline,
-        "elapsed_s": secs,
-        "messages_sent": r.sent,
-        "messages_received": r.received,
-        "bytes_sent": r.bytes_sent,
-        "bytes_received": r.bytes_received,
-        "messages_per_s": r.rate(),
-        "mb_per_s": r.bytes_received as f64 / secs / 1e6,
-        "latency": lat,
-        "errors": {
-            "connect": r.errors.connect,
-            "reset": r.errors.reset,
-            "closed": r.errors.closed,
-            "timeout": r.errors.timeout,
-            "mismatch": r.errors.mismatch,
-        },
-        "client_cpu_s": r.core_cpu,
-    })
-}
 
 /// The echo server's counters: one line, plus one for bad frames when there were any.
 pub fn echo_text(s: &EchoStats) -> String {

@@ -121,6 +121,11 @@ impl<R> Running<R> {
         &self.handle
     }
 
+    /// Whether every core's thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
     /// Waits for every core's entry future to finish and returns their outputs in core order.
     pub fn join(self) -> Result<Vec<R>, RuntimeError> {
         let mut out = Vec::with_capacity(self.threads.len());

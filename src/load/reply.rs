@@ -1,0 +1,349 @@
+//! How the load generator recognises replies in what comes back, whatever the server: the echo of
+//! what was sent (checked byte for byte), a fixed number of bytes, a delimiter, native frames, or
+//! HTTP/1.1 responses. Sans-IO: bytes in, events out.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::frame::{FrameDecoder, Kind};
+
+/// What a parser found in the bytes it was fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// One whole, valid reply (with an HTTP status code where there is one).
+    Ok(Option<u16>),
+}
+
+/// Why the bytes that came back are not what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// An echo differed from what was sent.
+    #[error("reply differs from the request")]
+    Mismatch,
+    /// The server sent something that is not a reply of the expected form.
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+}
+
+/// Recognises replies in a byte stream.
+pub trait ReplyParser {
+    /// Tells the parser that one more request went out (echo parsers learn what to expect).
+    fn sent(&mut self, request: &Bytes);
+    /// Feeds received bytes; pushes one event per complete reply.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError>;
+}
+
+/// The echo of each request, checked byte for byte.
+#[derive(Default)]
+pub struct EchoReplies {
+    expected: VecDeque<Bytes>,
+    offset: usize,
+}
+
+impl ReplyParser for EchoReplies {
+    fn sent(&mut self, request: &Bytes) {
+        self.expected.push_back(request.clone());
+    }
+
+    fn feed(&mut self, mut data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
+        while !data.is_empty() {
+            let Some(front) = self.expected.front() else { return Err(ReplyError::Mismatch) };
+            let want = &front[self.offset..];
+            let n = want.len().min(data.len());
+            if want[..n] != data[..n] {
+                return Err(ReplyError::Mismatch);
+            }
+            self.offset += n;
+            data = &data[n..];
+            if self.offset == front.len() {
+                self.expected.pop_front();
+                self.offset = 0;
+                out.push(Reply::Ok(None));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every `n` bytes are one reply.
+pub struct FixedReplies {
+    n: usize,
+    got: usize,
+}
+
+impl FixedReplies {
+    /// Replies of `n` bytes.
+    pub fn new(n: usize) -> FixedReplies {
+        FixedReplies { n: n.max(1), got: 0 }
+    }
+}
+
+impl ReplyParser for FixedReplies {
+    fn sent(&mut self, _: &Bytes) {}
+
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
+        self.got += data.len();
+        while self.got >= self.n {
+            self.got -= self.n;
+            out.push(Reply::Ok(None));
+        }
+        Ok(())
+    }
+}
+
+/// A reply ends with a delimiter (which may arrive split across reads).
+pub struct DelimitedReplies {
+    delim: Vec<u8>,
+    matched: usize,
+}
+
+impl DelimitedReplies {
+    /// Replies ending with `delim`.
+    pub fn new(delim: Vec<u8>) -> DelimitedReplies {
+        DelimitedReplies { delim, matched: 0 }
+    }
+}
+
+impl ReplyParser for DelimitedReplies {
+    fn sent(&mut self, _: &Bytes) {}
+
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
+        for &b in data {
+            // Restart the match on a mismatch (a naive scan: delimiters are short).
+            loop {
+                if b == self.delim[self.matched] {
+                    self.matched += 1;
+                    break;
+                }
+                if self.matched == 0 {
+                    break;
+                }
+                // Fall back to the longest prefix of the delimiter that is also a suffix of what
+                // matched so far.
+                let m = self.matched;
+                self.matched = (1..m).rev().find(|&k| self.delim[m - k..m] == self.delim[..k]).unwrap_or(0);
+            }
+            if self.matched == self.delim.len() {
+                self.matched = 0;
+                out.push(Reply::Ok(None));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Native frames: each DATA frame echoed back is one reply, checked against what was sent.
+pub struct FramedReplies {
+    decoder: FrameDecoder,
+    expected: VecDeque<Bytes>,
+}
+
+impl FramedReplies {
+    /// Expects the server's HELLO first, then echoed DATA frames.
+    pub fn new(max_payload: u32) -> FramedReplies {
+        FramedReplies { decoder: FrameDecoder::new(max_payload), expected: VecDeque::new() }
+    }
+}
+
+impl ReplyParser for FramedReplies {
+    /// `request` is the payload of the DATA frame sent.
+    fn sent(&mut self, request: &Bytes) {
+        self.expected.push_back(request.clone());
+    }
+
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
+        self.decoder.push(Bytes::copy_from_slice(data));
+        while let Some(f) = self.decoder.next_frame() {
+            let f = f.map_err(|e| ReplyError::Malformed(e.to_string()))?;
+            match f.kind {
+                Kind::Data => {
+                    let want = self.expected.pop_front().ok_or(ReplyError::Mismatch)?;
+                    if want != f.payload {
+                        return Err(ReplyError::Mismatch);
+                    }
+                    out.push(Reply::Ok(None));
+                }
+                Kind::Close => return Err(ReplyError::Malformed("the server closed with a CLOSE frame".into())),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// HTTP/1.1 responses (status line and headers parsed with `httparse`, bodies by
+/// `Content-Length` or chunked encoding).
+#[derive(Default)]
+pub struct HttpReplies {
+    buf: Vec<u8>,
+    body_left: Option<BodyLeft>,
+    status: u16,
+}
+
+enum BodyLeft {
+    Length(usize),
+    Chunked(ChunkState),
+}
+
+#[derive(Clone, Copy)]
+enum ChunkState {
+    Size,
+    Data(usize),
+    DataEnd,
+    Trailer,
+}
+
+/// Most headers a response may carry.
+const MAX_HEADERS: usize = 64;
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+impl HttpReplies {
+    fn take_line(&mut self) -> Option<Vec<u8>> {
+        let pos = self.buf.windows(2).position(|w| w == b"\r\n")?;
+        let line = self.buf[..pos].to_vec();
+        self.buf.drain(..pos + 2);
+        Some(line)
+    }
+}
+
+impl ReplyParser for HttpReplies {
+    fn sent(&mut self, _: &Bytes) {}
+
+    fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
+        self.buf.extend_from_slice(data);
+        loop {
+            match self.body_left.take() {
+                None => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut resp = httparse::Response::new(&mut headers);
+                    let n = match resp.parse(&self.buf) {
+                        Ok(httparse::Status::Complete(n)) => n,
+                        Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
+                            return Err(ReplyError::Malformed("response head over 64 KiB".into()))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(()),
+                        Err(e) => return Err(ReplyError::Malformed(e.to_string())),
+                    };
+                    self.status = resp.code.unwrap_or(0);
+                    let mut length = None;
+                    let mut chunked = false;
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            let v = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
+                            length = Some(v.ok_or_else(|| ReplyError::Malformed("bad Content-Length".into()))?);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+                            && h.value.windows(7).any(|w| w.eq_ignore_ascii_case(b"chunked"))
+                        {
+                            chunked = true;
+                        }
+                    }
+                    self.buf.drain(..n);
+                    let no_body = self.status == 204 || self.status == 304 || (100..200).contains(&self.status);
+                    self.body_left = Some(if chunked {
+                        BodyLeft::Chunked(ChunkState::Size)
+                    } else {
+                        BodyLeft::Length(if no_body { 0 } else { length.unwrap_or(0) })
+                    });
+                }
+                Some(BodyLeft::Length(left)) => {
+                    let n = left.min(self.buf.len());
+                    self.buf.drain(..n);
+                    if left - n > 0 {
+                        self.body_left = Some(BodyLeft::Length(left - n));
+                        return Ok(());
+                    }
+                    out.push(Reply::Ok(Some(self.status)));
+                }
+                Some(BodyLeft::Chunked(state)) => {
+                    let next = match state {
+                        ChunkState::Size => match self.take_line() {
+                            None => None,
+                            Some(line) => {
+                                let hex =
+                                    std::str::from_utf8(&line).ok().and_then(|l| l.split(';').next()).map(str::trim);
+                                let size = hex
+                                    .and_then(|h| usize::from_str_radix(h, 16).ok())
+                                    .ok_or_else(|| ReplyError::Malformed("bad chunk size".into()))?;
+                                Some(if size == 0 { ChunkState::Trailer } else { ChunkState::Data(size) })
+                            }
+                        },
+                        ChunkState::Data(left) => {
+                            let n = left.min(self.buf.len());
+                            self.buf.drain(..n);
+                            if n == 0 {
+                                None
+                            } else {
+                                Some(if left - n == 0 { ChunkState::DataEnd } else { ChunkState::Data(left - n) })
+                            }
+                        }
+                        ChunkState::DataEnd => self.take_line().map(|_| ChunkState::Size),
+                        ChunkState::Trailer => match self.take_line() {
+                            None => None,
+                            Some(line) if line.is_empty() => {
+                                out.push(Reply::Ok(Some(self.status)));
+                                continue;
+                            }
+                            Some(_) => Some(ChunkState::Trailer),
+                        },
+                    };
+                    match next {
+                        Some(s) => self.body_left = Some(BodyLeft::Chunked(s)),
+                        None => {
+                            self.body_left = Some(BodyLeft::Chunked(state));
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if self.body_left.is_none() && self.buf.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(p: &mut dyn ReplyParser, pieces: &[&[u8]]) -> Result<Vec<Reply>, ReplyError> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            p.feed(piece, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn echo_replies_are_checked_across_reads() {
+        let mut p = EchoReplies::default();
+        p.sent(&Bytes::from_static(b"hello"));
+        p.sent(&Bytes::from_static(b"world"));
+        assert_eq!(feed_all(&mut p, &[b"hel", b"lowor", b"ld"]).unwrap().len(), 2);
+        let mut p = EchoReplies::default();
+        p.sent(&Bytes::from_static(b"hello"));
+        assert_eq!(feed_all(&mut p, &[b"help!"]), Err(ReplyError::Mismatch));
+    }
+
+    #[test]
+    fn delimiters_split_across_reads_are_found() {
+        let mut p = DelimitedReplies::new(b"\r\n\r\n".to_vec());
+        assert_eq!(feed_all(&mut p, &[b"a\r\n", b"\r\nb\r\r\n\r", b"\n"]).unwrap().len(), 2);
+        let mut p = FixedReplies::new(4);
+        assert_eq!(feed_all(&mut p, &[b"abc", b"defgh", b"i"]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn http_responses_with_length_and_chunks_and_split_anywhere() {
+        let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        for split in 1..wire.len() {
+            let mut p = HttpReplies::default();
+            let got = feed_all(&mut p, &[&wire[..split], &wire[split..]]).unwrap();
+            assert_eq!(got, vec![Reply::Ok(Some(200)), Reply::Ok(Some(404)), Reply::Ok(Some(204))], "split at {split}");
+        }
+        let mut p = HttpReplies::default();
+        assert!(feed_all(&mut p, &[b"SSH-2.0-OpenSSH\r\n\r\n"]).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! The load generator's reports: the progress line, the final table, `--json`, and the tool's own
+//! verdict on whether it, rather than the server, was the limit.
+
+use serde_json::json;
+
+use crate::load::{Interval, LoadConfig, LoadResult, Mode};
+
+/// Latency percentiles reported everywhere, in this order.
+pub const PERCENTILES: &[(f64, &str)] =
+    &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"), (99.99, "p99.99")];
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// One line a second while the run goes: connections up, rate, throughput, p50/p99, errors.
+pub fn progress_line(at: std::time::Duration, iv: &Interval) -> String {
+    format!(
+        "[{:>4.0}s] {} conns up  {:.0} replies/s  {:.2} MB/s  p50 {:.1} µs  p99 {:.1} µs  errors {}",
+        at.as_secs_f64(),
+        iv.connections,
+        iv.replies as f64,
+        iv.bytes as f64 / 1e6,
+        us(iv.latency.value_at_quantile(0.5)),
+        us(iv.latency.value_at_quantile(0.99)),
+        iv.errors
+    )
+}
+
+/// What limited the run, in plain words: requested against achieved, and the generator's own CPU
+/// and schedule lag.
+pub fn limits(cfg: &LoadConfig, r: &LoadResult) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.connected < cfg.connections as u64 && cfg.mode != Mode::Connect {
+        out.push(format!(
+            "only {} of {} connections came up ({} connect errors)",
+            r.connected, cfg.connections, r.errors.connect
+        ));
+    }
+    let busiest = r.core_cpu.iter().zip(&r.core_wall).map(|(c, w)| c / w.max(1e-9)).fold(0.0, f64::max);
+    let lag_p99 = r.schedule_lag.value_at_quantile(0.99);
+    if let Some(want) = cfg.total_rate() {
+        let got = match cfg.mode {
+            Mode::Stream => r.send_rate(),
+            Mode::Connect => r.measured as f64 / r.elapsed.as_secs_f64().max(1e-9),
+            _ => r.rate(),
+        };
+        if got < want * 0.95 {
+            let who = if busiest > 0.9 || lag_p99 > 10_000_000 {
+                "the generator was the limit (a core at or near 100% CPU, or sends late on their schedule): \
+                 add cores (--cores) or lower the rate"
+            } else {
+                "the server could not keep up (the generator had CPU to spare and kept its schedule)"
+            };
+            out.push(format!("achieved {got:.0} of {want:.0} requested per second: {who}"));
+        }
+    } else if busiest > 0.9 {
+        out.push(format!(
+            "a generator core was at {:.0}% CPU: in a closed loop that means the generator, not the server, \
+             may be the limit; add cores (--cores) to check",
+            100.0 * busiest
+        ));
+    }
+    if lag_p99 > 1_000_000 {
+        out.push(format!("sends ran late on their schedule: p99 {:.2} ms behind", ms(lag_p99)));
+    }
+    out
+}
+
+/// The load result as the lines a person reads.
+pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let pct = |h: &hdrhistogram::Histogram<u64>| {
+        let mut v: Vec<String> =
+            PERCENTILES.iter().map(|&(q, name)| format!("{name} {:.1}", us(h.value_at_percentile(q)))).collect();
+        v.push(format!("max {:.1}", us(h.max())));
+        v.join("  ")
+    };
+    let size =
+        if cfg.size.0 == cfg.size.1 { format!("{} B", cfg.size.0) } else { format!("{}-{} B", cfg.size.0, cfg.size.1) };
+    let loop_kind = match cfg.total_rate() {
+        Some(rate) => format!("open loop at {rate:.0}/s (max {} in flight per connection)", cfg.max_inflight),
+        None => format!("closed loop, pipeline {}", cfg.pipeline),
+    };
+    let mut out = format!(
+        "ringnode load: {} mode against {}, {} connections, {size}, {loop_kind}, {secs:.2} s measured{}, {} core(s)\n",
+        format!("{:?}", cfg.mode).to_lowercase(),
+        cfg.target,
+        cfg.connections,
+        if cfg.warmup.is_zero() { String::new() } else { format!(" after {:.1} s warm-up", cfg.warmup.as_secs_f64()) },
+        r.core_cpu.len()
+    );
+    if cfg.mode == Mode::Connect {
+        out += &format!(
+            "  connections  {} opened, {:.0}/s\n  connect µs   {}\n",
+            r.connected,
+            r.measured as f64 / secs,
+            pct(&r.connect_latency)
+        );
+        if let Some(at) = r.first_failure {
+            out += &format!(
+                "  failures     began {:.2} s in, after {} connections opened\n",
+                at.as_secs_f64(),
+                r.opened_before_failure
+            );
+        }
+    } else {
+        out += &format!("  connections  {} up of {} requested\n", r.connected, cfg.connections);
+        if cfg.mode == Mode::Stream {
+            out += &format!(
+                "  messages     {} sent ({} in the measured window: {:.0}/s)\n",
+                r.sent,
+                r.measured_sent,
+                r.measured_sent as f64 / secs
+            );
+        } else {
+            out += &format!(
+                "  messages     {} sent, {} received ({} in the measured window: {:.0}/s)\n",
+                r.sent,
+                r.received,
+                r.measured,
+                r.rate()
+            );
+        }
+        out += &format!(
+            "  throughput   {:.2} MB/s sent, {:.2} MB/s received\n",
+            r.measured_bytes_sent as f64 / secs / 1e6,
+            r.bytes_received as f64 / (secs + cfg.warmup.as_secs_f64()).max(1e-9) / 1e6
+        );
+        if cfg.mode != Mode::Stream {
+            out += &format!("  latency µs   {}  (n={})\n", pct(&r.latency), r.latency.len());
+            if cfg.total_rate().is_some() {
+                out += &format!("  uncorrected  {}  (from the actual send, hiding the wait)\n", pct(&r.uncorrected));
+            }
+        }
+    }
+    if !r.status.is_empty() {
+        let codes: Vec<String> = r.status.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        out += &format!("  status       {}\n", codes.join("  "));
+    }
+    let e = &r.errors;
+    out += &format!(
+        "  errors       connect {} (refused {})  reset {}  closed early {}  timeout {}  mismatch {}  malformed {}\n",
+        e.connect, e.refused, e.reset, e.closed, e.timeout, e.mismatch, e.malformed
+    );
+    let cpu: Vec<String> =
+        r.core_cpu.iter().zip(&r.core_wall).map(|(c, w)| format!("{:.0}%", 100.0 * c / w.max(1e-9))).collect();
+    out += &format!("  client cpu   {:.2} s ({} per core)", r.core_cpu.iter().sum::<f64>(), cpu.join(" "));
+    if cfg.total_rate().is_some() {
+        out += &format!(
+            "; schedule lag p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            us(r.schedule_lag.value_at_quantile(0.5)),
+            us(r.schedule_lag.value_at_quantile(0.99)),
+            us(r.schedule_lag.max())
+        );
+    }
+    out += "\n";
+    for l in limits(cfg, r) {
+        out += &format!("  note         {l}\n");
+    }
+    out
+}
+
+fn percentiles_json(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for &(q, name) in PERCENTILES {
+        m.insert(format!("{name}_us"), json!(us(h.value_at_percentile(q))));
+    }
+    m.insert("max_us".into(), json!(us(h.max())));
+    m.insert("mean_us".into(), json!(h.mean() / 1000.0));
+    m.insert("samples".into(), json!(h.len()));
+    serde_json::Value::Object(m)
+}
+
+/// The load result as one JSON object.
+pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    json!({
+        "mode": format!("{:?}", cfg.mode).to_lowercase(),
+        "target": cfg.target.to_string(),
+        "connections_requested": cfg.connections,
+        "connections_up": r.connected,
+        "size": cfg.size.1,
+        "size_min": cfg.size.0,
+        "pipeline": cfg.pipeline,
+        "rate_requested": cfg.total_rate(),
+        "rate_achieved": r.rate(),
+        "elapsed_s": secs,
+        "warmup_s": cfg.warmup.as_secs_f64(),
+        "messages_sent": r.sent,
+        "messages_received": r.received,
+        "messages_measured": r.measured,
+        "bytes_sent": r.bytes_sent,
+        "bytes_received": r.bytes_received,
+        "messages_per_s": r.rate(),
+        "mb_per_s": r.measured_bytes_sent.max(r.bytes_received) as f64 / secs / 1e6,
+        "latency": percentiles_json(&r.latency),
+        "latency_uncorrected": percentiles_json(&r.uncorrected),
+        "connect_latency": percentiles_json(&r.connect_latency),
+        "schedule_lag": percentiles_json(&r.schedule_lag),
+        "status": r.status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "first_failure_s": r.first_failure.map(|d| d.as_secs_f64()),
+        "errors": {
+            "connect": r.errors.connect,
+            "refused": r.errors.refused,
+            "reset": r.errors.reset,
+            "closed": r.errors.closed,
+            "timeout": r.errors.timeout,
+            "mismatch": r.errors.mismatch,
+            "malformed": r.errors.malformed,
+        },
+        "client_cpu_s": r.core_cpu,
+        "client_wall_s": r.core_wall,
+        "limits": limits(cfg, r),
+    })
+}
