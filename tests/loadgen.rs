@@ -1,0 +1,449 @@
+//! `ringnode load` against servers written for these tests (std threads, sharing no code with
+//! ringnode's server), and against a real nginx: counts match exactly, the open loop shows a stall
+//! the closed loop hides, logs and plots come out right, and every failure says what happened.
+#![allow(unsafe_code)] // kill(2) in the shared child-process helpers
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{ringnode, run_bounded};
+
+/// These tests measure latency and rates: they run one at a time, so that they do not load the
+/// machine under each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// Echo everything.
+    Echo,
+    /// Echo, but every connection stalls from 1 s to 2 s after the first byte the server saw.
+    StallOnce,
+    /// Read and drop.
+    Sink,
+    /// Answer "OK\r\n" to every line.
+    LineOk,
+    /// Reset every connection as soon as it sends something.
+    Reset,
+}
+
+/// A test server on its own threads, counting what it sees.
+struct TestServer {
+    addr: SocketAddr,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestServer {
+    fn start(behaviour: Behaviour) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = TestServer {
+            addr,
+            bytes_in: Arc::default(),
+            bytes_out: Arc::default(),
+            accepted: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (bi, bo, acc, stop) = (s.bytes_in.clone(), s.bytes_out.clone(), s.accepted.clone(), s.stop.clone());
+        let first_byte: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                acc.fetch_add(1, Ordering::SeqCst);
+                let (bi, bo, first_byte) = (bi.clone(), bo.clone(), first_byte.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        bi.fetch_add(n as u64, Ordering::SeqCst);
+                        let t0 = *first_byte.get_or_init(Instant::now);
+                        let reply: Vec<u8> = match behaviour {
+                            Behaviour::Echo => buf[..n].to_vec(),
+                            Behaviour::StallOnce => {
+                                let (from, to) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+                                let now = Instant::now();
+                                if now >= from && now < to {
+                                    std::thread::sleep(to - now);
+                                }
+                                buf[..n].to_vec()
+                            }
+                            Behaviour::Sink => Vec::new(),
+                            Behaviour::LineOk => {
+                                let mut r = Vec::new();
+                                for &b in &buf[..n] {
+                                    if b == b'\n' {
+                                        r.extend_from_slice(b"OK\r\n");
+                                    }
+                                }
+                                r
+                            }
+                            Behaviour::Reset => {
+                                let s = socket2::SockRef::from(&c);
+                                let _ = s.set_linger(Some(Duration::ZERO));
+                                return;
+                            }
+                        };
+                        if !reply.is_empty() {
+                            if c.write_all(&reply).is_err() {
+                                return;
+                            }
+                            bo.fetch_add(reply.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        s
+    }
+
+    fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Waits until the server's byte counts stop changing (its threads finish what they read).
+    fn settled(&self) -> (u64, u64) {
+        let mut last = (u64::MAX, u64::MAX);
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = (self.bytes_in.load(Ordering::SeqCst), self.bytes_out.load(Ordering::SeqCst));
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn load_json(args: &[&str]) -> (serde_json::Value, std::process::Output) {
+    let mut all = vec!["load", "--cores", "1", "--json", "--quiet"];
+    all.extend_from_slice(args);
+    let out = run_bounded(ringnode(&all), Duration::from_secs(120));
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    (v, out)
+}
+
+#[test]
+fn closed_and_open_loop_counts_match_the_server_exactly() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let t = server.target();
+    let (a, out) = load_json(&["--target", &t, "--connections", "8", "--size", "16-3000", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(0));
+    let (b, out) =
+        load_json(&["--target", &t, "--connections", "8", "--size", "100", "--duration", "1s", "--rate", "5000"]);
+    assert_eq!(out.status.code(), Some(0));
+    let (bytes_in, bytes_out) = server.settled();
+    for v in [&a, &b] {
+        assert_eq!(v["messages_sent"], v["messages_received"], "{v}");
+        assert_eq!(v["errors"]["mismatch"], 0);
+        assert_eq!(v["errors"]["timeout"], 0);
+    }
+    let sent = a["bytes_sent"].as_u64().unwrap() + b["bytes_sent"].as_u64().unwrap();
+    let received = a["bytes_received"].as_u64().unwrap() + b["bytes_received"].as_u64().unwrap();
+    assert_eq!(bytes_in, sent, "server read what the client sent");
+    assert_eq!(bytes_out, received, "client read what the server wrote");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 16);
+}
+
+#[test]
+fn stream_mode_counts_match_a_sink() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Sink);
+    let (v, out) = load_json(&[
+        "--mode",
+        "stream",
+        "--target",
+        &server.target(),
+        "--connections",
+        "4",
+        "--size",
+        "32KiB",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (bytes_in, _) = server.settled();
+    assert!(v["bytes_sent"].as_u64().unwrap() > 0);
+    assert_eq!(bytes_in, v["bytes_sent"].as_u64().unwrap());
+}
+
+#[test]
+fn connect_mode_counts_match_the_accepts() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let (v, out) = load_json(&[
+        "--mode",
+        "connect",
+        "--target",
+        &server.target(),
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--payload",
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let opened = v["connections_up"].as_u64().unwrap();
+    assert!(opened > 10);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.accepted.load(Ordering::SeqCst), opened);
+    assert_eq!(v["messages_received"].as_u64().unwrap(), opened, "one echo per connection");
+    assert!(v["connect_latency"]["p50_us"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn custom_payloads_with_a_delimiter_or_a_reply_size() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::LineOk);
+    let t = server.target();
+    let (v, out) = load_json(&[
+        "--target",
+        &t,
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--payload",
+        "hello\\n",
+        "--reply-delimiter",
+        "\\r\\n",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["messages_sent"], v["messages_received"]);
+    assert!(v["messages_received"].as_u64().unwrap() > 100);
+    let (w, out) = load_json(&[
+        "--target",
+        &t,
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--payload",
+        "x\\n",
+        "--reply-bytes",
+        "4",
+        "--pipeline",
+        "8",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w["messages_sent"], w["messages_received"]);
+}
+
+#[test]
+fn open_loop_latency_shows_a_stall_that_the_closed_loop_hides() {
+    let _serial = serial();
+    let closed_server = TestServer::start(Behaviour::StallOnce);
+    let (closed, _) = load_json(&["--target", &closed_server.target(), "--connections", "4", "--duration", "3s"]);
+    let open_server = TestServer::start(Behaviour::StallOnce);
+    let (open, _) =
+        load_json(&["--target", &open_server.target(), "--connections", "4", "--duration", "3s", "--rate", "2000"]);
+    let p90 = |v: &serde_json::Value| v["latency"]["p90_us"].as_f64().unwrap();
+    // Closed loop: the four requests caught in the stall are four samples among many.
+    assert!(p90(&closed) < 50_000.0, "closed loop p90 {} µs", p90(&closed));
+    // Open loop: a third of the schedule fell in the stall, each measured from when it was due.
+    assert!(p90(&open) > 150_000.0, "open loop p90 {} µs", p90(&open));
+    assert!(open["latency_uncorrected"]["p90_us"].as_f64().unwrap() <= p90(&open));
+}
+
+/// A minimal well-formedness check: every tag closes, in order.
+fn assert_well_formed_xml(doc: &str) {
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = doc;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("tag closes") + start;
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') || tag.ends_with('/') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop().as_deref(), Some(name.trim()), "mismatched </{name}>");
+        } else {
+            stack.push(tag.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+#[test]
+fn hdr_logs_parse_back_and_report_draws_a_well_formed_svg() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let dir = std::env::temp_dir().join(format!("ringnode-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b, svg) = (dir.join("a.hlog"), dir.join("b.hlog"), dir.join("plot.svg"));
+    for f in [&a, &b] {
+        let (v, out) = load_json(&[
+            "--target",
+            &server.target(),
+            "--connections",
+            "4",
+            "--duration",
+            "2s",
+            "--hdr-log",
+            f.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(v["messages_received"].as_u64().unwrap() > 0);
+    }
+    // The library reads them back (and so would any HdrHistogram tool: it is their format).
+    let la = ringnode::report::read_interval_log(&a).unwrap();
+    assert!(la.intervals >= 1 && !la.total.is_empty());
+    let out = run_bounded(
+        ringnode(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--svg", svg.to_str().unwrap(), "--json"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lb = ringnode::report::read_interval_log(&b).unwrap();
+    assert_eq!(v["samples"].as_u64().unwrap(), la.total.len() + lb.total.len(), "histograms are added");
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    assert!(doc.starts_with("<?xml") && doc.contains("<svg") && doc.matches("<polyline").count() == 3);
+    assert_well_formed_xml(&doc);
+    // Not a log: a clear error.
+    std::fs::write(dir.join("junk"), b"hello").unwrap();
+    let out = run_bounded(ringnode(&["report", dir.join("junk").to_str().unwrap()]), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn failures_say_what_happened_and_fail_only_when_the_run_did() {
+    let _serial = serial();
+    // A bad target: usage error.
+    let out = run_bounded(ringnode(&["load", "--target", "no-such-host:80"]), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-host:80"));
+    // A peer that resets every connection: nothing came back, exit 1, and the line says why.
+    let reset = TestServer::start(Behaviour::Reset);
+    let (v, out) = load_json(&["--target", &reset.target(), "--connections", "4", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reset"), "{err}");
+    assert!(v["errors"]["reset"].as_u64().unwrap() + v["errors"]["closed"].as_u64().unwrap() >= 4);
+    // A rate far beyond what one core can do: the run succeeds and says it fell short.
+    let echo = TestServer::start(Behaviour::Echo);
+    let (v, out) =
+        load_json(&["--target", &echo.target(), "--connections", "2", "--duration", "1s", "--rate", "5000000"]);
+    assert_eq!(out.status.code(), Some(0));
+    let limits = v["limits"].as_array().unwrap();
+    assert!(limits.iter().any(|l| l.as_str().unwrap().contains("of 5000000 requested")), "{limits:?}");
+}
+
+/// nginx from Debian's package (installed by `.ci/run`), on a port of its own in a directory of
+/// its own.
+struct Nginx {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start() -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("ringnode-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("html")).unwrap();
+        std::fs::write(dir.join("html/index.html"), "hello from nginx\n").unwrap();
+        let conf = format!(
+            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; \
+             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/html; keepalive_requests 1000000; }} }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new(bin)
+            .args(["-c", dir.join("nginx.conf").to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Nginx { child, dir, port })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn http_mode_against_nginx_counts_status_codes() {
+    let _serial = serial();
+    let Some(nginx) = Nginx::start() else {
+        assert!(std::env::var_os("CI").is_none(), "nginx must be installed in CI (.ci/run installs it)");
+        eprintln!("nginx is not installed; skipping (it is in CI)");
+        return;
+    };
+    let target = format!("127.0.0.1:{}", nginx.port);
+    let (ok, out) = load_json(&[
+        "--mode",
+        "http",
+        "--target",
+        &target,
+        "--connections",
+        "8",
+        "--duration",
+        "1s",
+        "--path",
+        "/index.html",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let received = ok["messages_received"].as_u64().unwrap();
+    assert!(received > 100);
+    assert_eq!(ok["status"]["200"].as_u64(), Some(received));
+    assert_eq!(ok["messages_sent"].as_u64(), Some(received));
+    let (missing, _) = load_json(&[
+        "--mode",
+        "http",
+        "--target",
+        &target,
+        "--connections",
+        "2",
+        "--messages",
+        "500",
+        "--path",
+        "/missing",
+        "--header",
+        "X-Test: 1",
+    ]);
+    assert_eq!(missing["status"]["404"].as_u64(), Some(500));
+    assert_eq!(missing["messages_sent"].as_u64(), Some(500));
+}
