@@ -243,6 +243,8 @@ pub struct LoadResult {
     pub opened_before_failure: u64,
     /// Measured time (the longest of the cores).
     pub elapsed: Duration,
+    /// How long opening the connections took before traffic started (the longest of the cores).
+    pub connect_phase: Duration,
     /// CPU seconds used by each core's thread over the whole run.
     pub core_cpu: Vec<f64>,
     /// Wall time of the whole run per core (for CPU use).
@@ -269,6 +271,7 @@ impl LoadResult {
             first_failure: None,
             opened_before_failure: 0,
             elapsed: Duration::ZERO,
+            connect_phase: Duration::ZERO,
             core_cpu: Vec::new(),
             core_wall: Vec::new(),
         }
@@ -300,6 +303,7 @@ impl LoadResult {
         };
         self.opened_before_failure += o.opened_before_failure;
         self.elapsed = self.elapsed.max(o.elapsed);
+        self.connect_phase = self.connect_phase.max(o.connect_phase);
         self.core_cpu.extend_from_slice(&o.core_cpu);
         self.core_wall.extend_from_slice(&o.core_wall);
     }
@@ -570,6 +574,7 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
     let mut r = run.result.borrow().clone();
     let end = Instant::now().min(run.deadline.get());
     r.elapsed = end.saturating_duration_since(run.measure_start.get());
+    r.connect_phase = run.start.get() - created;
     r.core_cpu = vec![crate::sys::thread_cpu_seconds() - cpu0];
     r.core_wall = vec![created.elapsed().as_secs_f64()];
     r

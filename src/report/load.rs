@@ -204,6 +204,7 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "schedule_lag": percentiles_json(&r.schedule_lag),
         "status": r.status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "first_failure_s": r.first_failure.map(|d| d.as_secs_f64()),
+        "connect_phase_s": r.connect_phase.as_secs_f64(),
         "errors": {
             "connect": r.errors.connect,
             "refused": r.errors.refused,

@@ -1,23 +1,46 @@
-//! Timers on the ring (`IORING_OP_TIMEOUT`, no timer thread) and the two combinators the tools
-//! need: `select` (first of two) and `join` (both).
+//! Timers on the ring (`IORING_OP_TIMEOUT`, no timer thread) and the combinators the tools need:
+//! `select` (first of two), `join` (both), `timeout`. They are plain structs that hold each future
+//! once (pinned in place through `pin-project-lite`, which does the projection without unsafe
+//! code of ours): an `async fn` combinator keeps both its arguments and their pinned copies, which
+//! made a load connection's future four times larger than its parts.
 
 use std::future::Future;
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::ring::ops;
+use pin_project_lite::pin_project;
 
-/// Waits for `d`.
-pub async fn sleep(d: Duration) {
-    let _ = ops::timeout(d).await;
+use crate::ring::ops;
+use crate::ring::Op;
+
+/// Waits for a duration (a timeout operation on this core's ring).
+pub struct Sleep {
+    op: Option<Op<Box<io_uring::types::Timespec>>>,
 }
 
-/// Waits until `deadline` (returns at once if it has passed).
-pub async fn sleep_until(deadline: Instant) {
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.op.as_mut() {
+            None => Poll::Ready(()),
+            Some(op) => Pin::new(op).poll(cx).map(|_| ()),
+        }
+    }
+}
+
+/// Waits for `d`.
+pub fn sleep(d: Duration) -> Sleep {
+    Sleep { op: Some(ops::timeout(d)) }
+}
+
+/// Waits until `deadline` (ready at once if it has passed).
+pub fn sleep_until(deadline: Instant) -> Sleep {
     let now = Instant::now();
     if deadline > now {
-        sleep(deadline - now).await;
+        sleep(deadline - now)
+    } else {
+        Sleep { op: None }
     }
 }
 
@@ -30,61 +53,103 @@ pub enum Either<A, B> {
     Right(B),
 }
 
-/// Polls both and returns the first output; the other future is dropped (cancelling its
-/// operations). The first has priority when both are ready.
-pub async fn select<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+pin_project! {
+    /// The first of two futures to finish; see [`select`].
+    pub struct Select<A, B> {
+        #[pin]
+        a: A,
+        #[pin]
+        b: B,
+    }
+}
+
+impl<A: Future, B: Future> Future for Select<A, B> {
+    type Output = Either<A::Output, B::Output>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.a.poll(cx) {
             return Poll::Ready(Either::Left(v));
         }
-        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+        if let Poll::Ready(v) = this.b.poll(cx) {
             return Poll::Ready(Either::Right(v));
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
-/// Runs both to completion concurrently on this task.
-pub async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
+/// Polls both and returns the first output; the other future is dropped with the `Select`
+/// (cancelling its operations). The first has priority when both are ready.
+pub fn select<A: Future, B: Future>(a: A, b: B) -> Select<A, B> {
+    Select { a, b }
+}
+
+pin_project! {
+    /// Both futures, run side by side on one task; see [`join`].
+    pub struct Join<A: Future, B: Future> {
+        #[pin]
+        a: A,
+        #[pin]
+        b: B,
+        ra: Option<A::Output>,
+        rb: Option<B::Output>,
+    }
+}
+
+impl<A: Future, B: Future> Future for Join<A, B> {
+    type Output = (A::Output, B::Output);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.ra.is_none() {
+            if let Poll::Ready(v) = this.a.poll(cx) {
+                *this.ra = Some(v);
             }
         }
-        if rb.is_none() {
-            if let Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
+        if this.rb.is_none() {
+            if let Poll::Ready(v) = this.b.poll(cx) {
+                *this.rb = Some(v);
             }
         }
-        if ra.is_some() && rb.is_some() {
-            Poll::Ready((ra.take().expect("checked"), rb.take().expect("checked")))
+        if this.ra.is_some() && this.rb.is_some() {
+            Poll::Ready((this.ra.take().expect("checked"), this.rb.take().expect("checked")))
         } else {
             Poll::Pending
         }
-    })
-    .await
+    }
+}
+
+/// Runs both to completion concurrently on this task.
+pub fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B> {
+    Join { a, b, ra: None, rb: None }
 }
 
 /// The deadline passed before the future finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// Runs `f` for at most `d`.
-pub async fn timeout<F: Future>(d: Duration, f: F) -> Result<F::Output, Elapsed> {
-    match select(f, sleep(d)).await {
-        Either::Left(v) => Ok(v),
-        Either::Right(()) => Err(Elapsed),
+pin_project! {
+    /// A future with a deadline; see [`timeout`].
+    pub struct Timeout<F> {
+        #[pin]
+        inner: Select<F, Sleep>,
     }
 }
 
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(|e| match e {
+            Either::Left(v) => Ok(v),
+            Either::Right(()) => Err(Elapsed),
+        })
+    }
+}
+
+/// Runs `f` for at most `d`.
+pub fn timeout<F: Future>(d: Duration, f: F) -> Timeout<F> {
+    Timeout { inner: select(f, sleep(d)) }
+}
+
 /// Runs `f` until `deadline` at most.
-pub async fn timeout_at<F: Future>(deadline: Instant, f: F) -> Result<F::Output, Elapsed> {
-    timeout(deadline.saturating_duration_since(Instant::now()), f).await
+pub fn timeout_at<F: Future>(deadline: Instant, f: F) -> Timeout<F> {
+    Timeout { inner: select(f, sleep_until(deadline)) }
 }
