@@ -17,8 +17,10 @@
 //! Knows nothing of sockets or protocols. The ring it registers with comes from `ring/`.
 #![allow(unsafe_code)]
 
+mod fixed;
 mod stack;
 
+pub use fixed::FixedRegion;
 pub use stack::ReturnStack;
 
 use std::cell::RefCell;

@@ -303,6 +303,21 @@ impl Ring {
         unsafe { self.uring.submitter().register_buf_ring_with_flags(addr, entries, bgid, flags) }
     }
 
+    /// Registers `bufs` as the ring's fixed buffers (indices in order).
+    ///
+    /// # Safety
+    /// Every iovec must describe memory that stays valid until the buffers are unregistered (or
+    /// the ring ends).
+    pub unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> io::Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.uring.submitter().register_buffers(bufs) }
+    }
+
+    /// Unregisters the ring's fixed buffers.
+    pub fn unregister_buffers(&mut self) -> io::Result<()> {
+        self.uring.submitter().unregister_buffers()
+    }
+
     /// Unregisters a provided-buffer ring.
     pub fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
         self.uring.submitter().unregister_buf_ring(bgid)

@@ -227,6 +227,34 @@ pub fn sendmsg_zc(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> OpStream<ZcSen
     unsafe { OpStream::submit(entry, ZcSendData { fd, bufs, _iov: iov, _msg: msg }) }
 }
 
+/// Memory registered with the ring as a fixed buffer.
+pub trait FixedBuf: 'static {
+    /// Start of the registered memory.
+    fn base(&self) -> *const u8;
+    /// Its length.
+    fn len(&self) -> usize;
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Its index among the ring's fixed buffers.
+    fn index(&self) -> u16;
+}
+
+/// Writes `buf[offset..offset + len]` (a registered buffer: the kernel skips pinning its pages for
+/// every operation) to `fd`.
+///
+/// # Panics
+/// If the range is outside the buffer.
+pub fn write_fixed<B: FixedBuf>(fd: SharedFd, buf: Rc<B>, offset: usize, len: usize) -> Op<(SharedFd, Rc<B>)> {
+    assert!(offset + len <= buf.len(), "range outside the fixed buffer");
+    // SAFETY (pointer arithmetic): the range is inside the buffer (checked above).
+    let ptr = unsafe { buf.base().add(offset) };
+    let entry = opcode::WriteFixed::new(fd_of(&fd), ptr, len as u32, buf.index()).offset(u64::MAX).build();
+    // SAFETY: the registered memory is owned by `buf`, which the op keeps alive.
+    unsafe { Op::submit(entry, (fd, buf)) }
+}
+
 /// Shuts down one or both directions (`libc::SHUT_WR`, …).
 pub fn shutdown(fd: SharedFd, how: i32) -> Op<SharedFd> {
     let entry = opcode::Shutdown::new(fd_of(&fd), how).build();
