@@ -150,27 +150,19 @@ fn a_peer_that_resets_mid_message_costs_only_its_connection() {
 fn load_counts_match_the_server_counts() {
     let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
     let target = server.addr.to_string();
-    let out = common::run_bounded(
-        common::ringnode(&[
-            "load",
-            "--target",
-            &target,
-            "--connections",
-            "16",
-            "--size",
-            "4KiB",
-            "--pipeline",
-            "4",
-            "--duration",
-            "1s",
-            "--cores",
-            "1",
-            "--json",
-        ]),
-        Duration::from_secs(60),
-    );
+    let (v, out) = common::load_json(&[
+        "--target",
+        &target,
+        "--connections",
+        "16",
+        "--size",
+        "4KiB",
+        "--pipeline",
+        "4",
+        "--duration",
+        "1s",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["connections_up"], 16);
     assert_eq!(v["errors"]["mismatch"], 0);
     let received = v["messages_received"].as_u64().unwrap();

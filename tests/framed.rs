@@ -158,29 +158,21 @@ fn framed_load_counts_match_the_server() {
     let target = server.addr.to_string();
     let mut total = 0u64;
     for (size, pipeline) in [("64", "16"), ("40KiB", "2")] {
-        let out = common::run_bounded(
-            common::ringnode(&[
-                "load",
-                "--mode",
-                "framed",
-                "--target",
-                &target,
-                "--connections",
-                "8",
-                "--size",
-                size,
-                "--pipeline",
-                pipeline,
-                "--duration",
-                "1s",
-                "--cores",
-                "1",
-                "--json",
-            ]),
-            Duration::from_secs(60),
-        );
+        let (v, out) = common::load_json(&[
+            "--mode",
+            "framed",
+            "--target",
+            &target,
+            "--connections",
+            "8",
+            "--size",
+            size,
+            "--pipeline",
+            pipeline,
+            "--duration",
+            "1s",
+        ]);
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["errors"]["mismatch"], 0);
         assert_eq!(v["messages_sent"], v["messages_received"]);
         total += v["messages_received"].as_u64().unwrap();

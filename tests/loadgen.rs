@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ringnode, run_bounded};
+use common::{load_json, ringnode, run_bounded};
 
 /// These tests measure latency and rates: they run one at a time, so that they do not load the
 /// machine under each other.
@@ -136,15 +136,6 @@ impl Drop for TestServer {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr);
     }
-}
-
-fn load_json(args: &[&str]) -> (serde_json::Value, std::process::Output) {
-    let mut all = vec!["load", "--cores", "1", "--json", "--quiet"];
-    all.extend_from_slice(args);
-    let out = run_bounded(ringnode(&all), Duration::from_secs(120));
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    (v, out)
 }
 
 #[test]

@@ -162,12 +162,10 @@ pub struct WritevData {
     _iov: Vec<libc::iovec>,
 }
 
-/// Sends `bufs` in order with one `writev`. The first `skip` bytes are left out (for resuming after
-/// a short write).
-pub fn writev(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> Op<WritevData> {
-    let mut skip = skip;
+/// The iovecs of `bufs` without their first `skip` bytes, at most `UIO_MAXIOV` of them.
+fn iovecs(bufs: &[Bytes], mut skip: usize) -> Vec<libc::iovec> {
     let mut iov = Vec::with_capacity(bufs.len().min(libc::UIO_MAXIOV as usize));
-    for b in &bufs {
+    for b in bufs {
         if skip >= b.len() {
             skip -= b.len();
             continue;
@@ -178,6 +176,13 @@ pub fn writev(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> Op<WritevData> {
             break;
         }
     }
+    iov
+}
+
+/// Sends `bufs` in order with one `writev`. The first `skip` bytes are left out (for resuming after
+/// a short write).
+pub fn writev(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> Op<WritevData> {
+    let iov = iovecs(&bufs, skip);
     let entry = opcode::Writev::new(fd_of(&fd), iov.as_ptr(), iov.len() as u32).build();
     // SAFETY: the iovec array and every buffer it points into are owned by the op; neither the
     // Vec's allocation nor the Bytes' memory moves.
@@ -203,19 +208,7 @@ pub const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
 /// a notification (`F_NOTIF`) once the kernel no longer reads the buffers; only then may they be
 /// reused, which the returned stream guarantees by owning them until its last completion.
 pub fn sendmsg_zc(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> OpStream<ZcSendData> {
-    let mut skip = skip;
-    let mut iov = Vec::with_capacity(bufs.len().min(libc::UIO_MAXIOV as usize));
-    for b in &bufs {
-        if skip >= b.len() {
-            skip -= b.len();
-            continue;
-        }
-        iov.push(libc::iovec { iov_base: b[skip..].as_ptr() as *mut _, iov_len: b.len() - skip });
-        skip = 0;
-        if iov.len() == libc::UIO_MAXIOV as usize {
-            break;
-        }
-    }
+    let iov = iovecs(&bufs, skip);
     // SAFETY: msghdr is a plain C struct; zero is valid.
     let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
     msg.msg_iov = iov.as_ptr() as *mut _;

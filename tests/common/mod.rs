@@ -128,3 +128,13 @@ pub fn parse_stop_line(out: &str) -> (u64, u64, u64) {
     // connections, msgs in, bytes in, msgs out, bytes out, errors
     (nums[0], nums[2], nums[4])
 }
+
+/// Runs `ringnode load --cores 1 --json --quiet ARGS` (bounded at 120 s) and parses its JSON.
+pub fn load_json(args: &[&str]) -> (serde_json::Value, Output) {
+    let mut all = vec!["load", "--cores", "1", "--json", "--quiet"];
+    all.extend_from_slice(args);
+    let out = run_bounded(ringnode(&all), Duration::from_secs(120));
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    (v, out)
+}
