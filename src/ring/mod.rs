@@ -364,7 +364,12 @@ impl Ring {
     pub fn enter(&mut self, wait: bool) -> io::Result<()> {
         let to_submit = self.uring.submission().len() as u32;
         self.stats.enters += 1;
-        let flags = io_uring::EnterFlags::GETEVENTS.bits();
+        let mut flags = io_uring::EnterFlags::GETEVENTS.bits();
+        // Kernels with NO_IOWAIT (6.15+): a core waiting for network completions is idle, not
+        // waiting on a disk, and should not show as iowait in top/vmstat.
+        if wait && self.uring.params().is_feature_no_iowait() {
+            flags |= io_uring::EnterFlags::NO_IOWAIT.bits();
+        }
         // SAFETY: no argument pointer is passed; the entries in the queue were pushed with the
         // guarantees `push` demands.
         let r = unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, u32::from(wait), flags, None) };

@@ -106,6 +106,9 @@ pub fn features_in_use(p: &Probe) -> Vec<String> {
     if p.opcodes.iter().any(|(n, ok, _)| *n == "MSG_RING" && *ok) {
         v.push("MSG_RING cross-core wake-ups".into());
     }
+    if p.has("no_iowait") {
+        v.push("waits not counted as iowait (NO_IOWAIT)".into());
+    }
     if p.has("skip_cqe_on_success") {
         v.push("CQE skip on success (MSG_RING sends)".into());
     }
@@ -114,6 +117,9 @@ pub fn features_in_use(p: &Probe) -> Vec<String> {
     }
     if p.has("recvsend_bundle") {
         v.push("recv/send bundles: present, not used (see docs/ARCHITECTURE.md)".into());
+    }
+    if p.opcodes.iter().any(|(n, ok, _)| *n == "SEND_ZC" && *ok) {
+        v.push("incremental buffer consumption: not used (see docs/ARCHITECTURE.md)".into());
     }
     v
 }
