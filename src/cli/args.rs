@@ -186,11 +186,10 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| format!("'{s}' is not an address with a port, such as 127.0.0.1:7000 or [::1]:7000"))
 }
 
-/// Parses a duration, where zero is allowed.
+/// Parses a duration, where zero is allowed (`0`, `0s`, `0ms`).
 pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim_end_matches('.').chars().all(|c| c == '0')
-        && !s.trim().is_empty()
-    {
+    let digits = s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == 'µ');
+    if !digits.is_empty() && digits.parse::<f64>() == Ok(0.0) {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
@@ -272,5 +271,6 @@ mod tests {
         assert!(parse_size_range("100-10").is_err());
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration_or_zero("s").is_err());
     }
 }
