@@ -40,6 +40,11 @@ impl Notify {
     }
 }
 
+/// The `i`-th tick of a schedule with period `interval` (no overflow however long the run).
+fn nth(interval: Duration, i: u64) -> Duration {
+    Duration::from_secs_f64(interval.as_secs_f64() * i as f64)
+}
+
 /// Opens a connection (after waiting for its place on the ramp) and counts how it went.
 pub(super) async fn open(run: &CoreRun, id: usize) -> Option<TcpStream> {
     let cfg = &run.cfg;
@@ -133,7 +138,7 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
             let offset = Duration::from_secs_f64((id as f64 / total) % interval.as_secs_f64());
             (interval, offset)
         });
-        let mut i: u32 = 0;
+        let mut i: u64 = 0;
         'send: loop {
             if broken.get() {
                 break;
@@ -160,7 +165,7 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
                     }
                 }
                 Some((interval, offset)) => {
-                    let intended = run.start.get() + offset + interval * i;
+                    let intended = run.start.get() + offset + nth(interval, i);
                     i += 1;
                     if intended >= run.deadline.get() {
                         break;
@@ -263,11 +268,11 @@ async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
     let sender = async {
         let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
         let interval = cfg.total_rate().map(|t| Duration::from_secs_f64(cfg.connections as f64 / t));
-        let mut i: u32 = 0;
+        let mut i: u64 = 0;
         loop {
             let intended = match interval {
                 Some(iv) => {
-                    let at = run.start.get() + iv * i;
+                    let at = run.start.get() + nth(iv, i);
                     i += 1;
                     runtime::sleep_until(at).await;
                     at
@@ -311,11 +316,11 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
     let exchange = cfg.payload.is_some();
     let interval = cfg.total_rate().map(|t| Duration::from_secs_f64(cfg.connections as f64 / t));
     let offset = cfg.total_rate().map_or(Duration::ZERO, |t| Duration::from_secs_f64(id as f64 / t));
-    let mut i: u32 = 0;
+    let mut i: u64 = 0;
     loop {
         let intended = match interval {
             Some(iv) => {
-                let at = run.start.get() + offset + iv * i;
+                let at = run.start.get() + offset + nth(iv, i);
                 i += 1;
                 if at >= run.deadline.get() {
                     break;
