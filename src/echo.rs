@@ -61,6 +61,7 @@ impl EchoStats {
         self.pool.enobufs += o.pool.enobufs;
         self.pool.leases += o.pool.leases;
         self.pool.recycled += o.pool.recycled;
+        self.pool.heap_fallbacks += o.pool.heap_fallbacks;
         self.decode.frames += o.decode.frames;
         self.decode.payload_bytes += o.decode.payload_bytes;
         self.decode.spanning_frames += o.decode.spanning_frames;

@@ -182,3 +182,45 @@ fn framed_load_counts_match_the_server() {
     assert!(out.contains(" 0 errors"), "{out}");
     assert!(out.contains(&format!("16 connections, {total} messages / ")), "{total} in: {out}");
 }
+
+#[test]
+fn one_connection_hoarding_receive_buffers_does_not_stall_the_others() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed", "--max-frame", "1MiB"]);
+    // A frame announced at 1 MiB whose payload trickles in: every receive holds a pool buffer
+    // until the frame completes, and 700 of them are more than the pool has.
+    let mut slow = connect(&server);
+    slow.set_nodelay(true).unwrap();
+    handshake(&mut slow);
+    let payload: Vec<u8> = (0..1usize << 20).map(|i| (i % 253) as u8).collect();
+    slow.write_all(&frame(2, &payload)[..8]).unwrap();
+    let mut sent = 0;
+    for _ in 0..700 {
+        slow.write_all(&payload[sent..sent + 100]).unwrap();
+        sent += 100;
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    // Another connection still gets its echoes.
+    let mut healthy = connect(&server);
+    handshake(&mut healthy);
+    for round in 0..20u8 {
+        let p = vec![round; 500];
+        healthy.write_all(&frame(2, &p)).unwrap();
+        assert_eq!(read_frame(&mut healthy).unwrap(), (2, p));
+    }
+    // And the hoarder's frame completes, byte-exact.
+    slow.write_all(&payload[sent..]).unwrap();
+    let (kind, got) = read_frame(&mut slow).unwrap();
+    assert_eq!(kind, 2);
+    assert!(got == payload, "the trickled frame came back different");
+    drop((slow, healthy));
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    // The pool did run dry, and the core made progress with heap receives meanwhile.
+    let fallbacks: u64 = out
+        .split("re-armed; ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pool line in: {out}"));
+    assert!(fallbacks > 0, "the pool never ran dry: {out}");
+}

@@ -51,6 +51,9 @@ fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
                     });
                 }
             }
+            // Let the tasks holding the last leases drop them, and the core republish them.
+            drop(held);
+            runtime::sleep(Duration::from_millis(50)).await;
             let stats = buf::pool_stats().unwrap();
             (got == expect, stats.enobufs, stats.recycled)
         }

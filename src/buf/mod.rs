@@ -60,6 +60,8 @@ pub struct PoolStats {
     pub leases: u64,
     /// Buffers given back to the ring.
     pub recycled: u64,
+    /// Receives done into a heap buffer because every pool buffer was leased out.
+    pub heap_fallbacks: u64,
 }
 
 /// Memory and reference counts shared by the core and every `Bytes` leased from it.
@@ -248,6 +250,11 @@ impl BufPool {
         n
     }
 
+    /// Counts a receive that went to a heap buffer because the pool was empty.
+    pub fn note_heap_fallback(&mut self) {
+        self.stats.heap_fallbacks += 1;
+    }
+
     /// Counts a receive that found the ring empty.
     pub fn note_enobufs(&mut self) {
         self.stats.enobufs += 1;
@@ -328,6 +335,15 @@ pub fn discard(c: &Completion) {
 /// Drops this core's pool (after its ring has stopped using it).
 pub fn release_pool() {
     let _ = POOL.try_with(|p| p.borrow_mut().take());
+}
+
+/// Forgets this core's pool without unmapping it (the kernel may still use its buffers).
+pub fn leak_pool() {
+    let _ = POOL.try_with(|p| {
+        if let Some(pool) = p.borrow_mut().take() {
+            std::mem::forget(pool);
+        }
+    });
 }
 
 /// This core's pool counters, if it has a pool.

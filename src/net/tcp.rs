@@ -226,6 +226,20 @@ impl TcpStream {
     }
 }
 
+/// Size of the receive that replaces the pool's when it has run dry.
+const HEAP_RECV: usize = 64 * 1024;
+
+async fn ops_recv_heap(fd: SharedFd) -> (io::Result<usize>, Vec<u8>) {
+    let (c, (_, mut buf)) = ops::recv(fd, Vec::with_capacity(HEAP_RECV), false).await;
+    match c.into_result() {
+        Ok(n) => {
+            ops::received(&mut buf, n as usize);
+            (Ok(n as usize), buf)
+        }
+        Err(e) => (Err(e), buf),
+    }
+}
+
 /// Chunks received on a stream, leased from the core's buffer pool (see [`TcpStream::recv_stream`]).
 pub struct RecvStream {
     fd: SharedFd,
@@ -260,8 +274,16 @@ impl RecvStream {
                 })
                 .unwrap_or(0);
                 if recycled == 0 {
-                    // Every buffer is leased out: give their holders a moment.
-                    runtime::sleep(std::time::Duration::from_millis(1)).await;
+                    // Every buffer is leased out — perhaps to frames that cannot complete until
+                    // more data arrives, which would need a buffer. Make progress without the
+                    // pool: one plain receive into a buffer of our own, then re-arm.
+                    crate::buf::with_pool(|p| p.note_heap_fallback()).ok();
+                    let (r, buf) = ops_recv_heap(self.fd.clone()).await;
+                    return match r {
+                        Ok(0) => None,
+                        Ok(_) => Some(Ok(Bytes::from(buf))),
+                        Err(e) => Some(Err(e)),
+                    };
                 }
                 continue;
             }

@@ -42,6 +42,11 @@ use slab::Slab;
 pub const TOKEN_IGNORE: u64 = u64::MAX;
 /// `user_data` that another core's `MSG_RING` puts on this ring: "look at your mailbox".
 pub const TOKEN_MAILBOX: u64 = u64::MAX - 1;
+/// Most cores a runtime may have (the failed-wake tokens below are one per core).
+pub const MAX_CORES: usize = 4096;
+/// `user_data` of a `MSG_RING` this ring sent to core `i`: `TOKEN_WAKE_BASE + i`. It only comes
+/// back when the message failed (success is skipped), and then that core must be woken another way.
+pub const TOKEN_WAKE_BASE: u64 = u64::MAX - 2 - MAX_CORES as u64;
 
 /// `IORING_CQE_F_BUFFER`: the completion selected a provided buffer.
 const CQE_F_BUFFER: u32 = 1;
@@ -83,6 +88,17 @@ enum State {
     Orphaned { _resources: Box<dyn Any>, multishot: bool },
 }
 
+/// What an operation's completions carry, so that those nobody reads are given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// One completion.
+    Single,
+    /// Several completions until one without `F_MORE` (provided buffers are given back).
+    Multishot,
+    /// Several completions, each a new descriptor (multishot accept): closed if unread.
+    MultishotFds,
+}
+
 impl State {
     /// Whether the kernel may still post a completion for this operation.
     fn kernel_holds(&self) -> bool {
@@ -97,6 +113,8 @@ impl State {
 struct Slot {
     generation: u32,
     state: State,
+    /// Completions are new descriptors (accept): close those nobody reads.
+    fds: bool,
 }
 
 /// Counters a ring keeps about itself.
@@ -122,6 +140,8 @@ pub struct Ring {
     stats: RingStats,
     /// Gives back the provided buffer of a completion nobody will read (set by `buf/`).
     discard_buffer: Option<fn(&Completion)>,
+    /// Cores whose `MSG_RING` wake-up failed, for the runtime to wake another way.
+    failed_wakes: Vec<usize>,
 }
 
 impl Ring {
@@ -155,6 +175,7 @@ impl Ring {
                         mode,
                         stats: RingStats::default(),
                         discard_buffer: None,
+                        failed_wakes: Vec::new(),
                     })
                 }
                 // EINVAL: this kernel does not know these flags; try the next, simpler set.
@@ -203,13 +224,15 @@ impl Ring {
                 self.stats.submitted += 1;
                 return;
             }
-            // Full: hand what we have to the kernel, then retry.
+            // Full: hand what we have to the kernel, then retry. If it still has no room (the
+            // completion queue is backed up: EBUSY), make room by reaping. Mailbox tokens can be
+            // dropped here: the core checks its mailbox flag every turn.
             if let Err(e) = self.enter(false) {
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    // Nothing sensible can be done with an SQE we cannot queue; the operation's
-                    // owner would wait forever, so fail loudly instead.
-                    panic!("io_uring submission failed: {e}");
-                }
+                // Nothing sensible can be done with an SQE we cannot queue; the operation's
+                // owner would wait forever, so fail loudly instead.
+                panic!("io_uring submission failed: {e}");
+            }
+            if self.uring.submission().is_full() {
                 self.reap_into(&mut |_, _| {});
             }
         }
@@ -221,15 +244,15 @@ impl Ring {
     /// Every pointer in `entry` must stay valid until the operation's final completion: the caller
     /// keeps the pointed-to memory in the [`Op`] that owns the key (which hands it to
     /// [`Ring::orphan`] if it is dropped early).
-    pub unsafe fn submit(&mut self, entry: squeue::Entry, multishot: bool) -> usize {
+    pub unsafe fn submit(&mut self, entry: squeue::Entry, kind: OpKind) -> usize {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
-        let state = if multishot {
-            State::Streaming { queue: VecDeque::new(), waker: None, finished: false }
-        } else {
+        let state = if kind == OpKind::Single {
             State::Waiting(None)
+        } else {
+            State::Streaming { queue: VecDeque::new(), waker: None, finished: false }
         };
-        let key = self.ops.insert(Slot { generation, state });
+        let key = self.ops.insert(Slot { generation, state, fds: kind == OpKind::MultishotFds });
         let entry = entry.user_data(user_data(key, generation));
         // SAFETY: forwarded from the caller.
         unsafe { self.push(&entry) };
@@ -284,11 +307,17 @@ impl Ring {
         self.discard_buffer = Some(f);
     }
 
-    fn discard(&self, c: &Completion) {
+    /// Gives back what an unread completion carries: a provided buffer, or a new descriptor.
+    fn discard(&self, c: &Completion, fds: bool) {
         if c.flags & CQE_F_BUFFER != 0 {
             if let Some(f) = self.discard_buffer {
                 f(c);
             }
+        }
+        if fds && c.result >= 0 {
+            // SAFETY: a non-negative accept result is a descriptor nobody else owns; nobody will
+            // read this completion, so nobody else will ever close it.
+            unsafe { libc::close(c.result) };
         }
     }
 
@@ -327,11 +356,12 @@ impl Ring {
     /// `resources` alive until its final completion and ask the kernel to cancel it.
     pub fn orphan(&mut self, key: usize, resources: Box<dyn Any>) {
         let slot = &mut self.ops[key];
-        // Completions queued for the owner carry buffers nobody will read now.
+        let fds = slot.fds;
+        // Completions queued for the owner carry buffers or descriptors nobody will read now.
         if let State::Streaming { queue, .. } = &mut slot.state {
             let queued: Vec<Completion> = queue.drain(..).collect();
             for c in &queued {
-                self.discard(c);
+                self.discard(c, fds);
             }
         }
         let slot = &mut self.ops[key];
@@ -339,7 +369,7 @@ impl Ring {
             State::Done(c) => {
                 let c = *c;
                 self.ops.remove(key);
-                self.discard(&c);
+                self.discard(&c, fds);
                 return;
             }
             State::Streaming { finished: true, .. } => {
@@ -397,9 +427,11 @@ impl Ring {
             n += 1;
             let ud = cqe.user_data();
             let c = Completion { result: cqe.result(), flags: cqe.flags() };
-            if ud >= TOKEN_MAILBOX {
-                if ud != TOKEN_IGNORE {
-                    special(ud, c);
+            if ud >= TOKEN_WAKE_BASE {
+                match ud {
+                    TOKEN_IGNORE => {}
+                    TOKEN_MAILBOX => special(ud, c),
+                    _ => self.failed_wakes.push((ud - TOKEN_WAKE_BASE) as usize),
                 }
                 continue;
             }
@@ -428,10 +460,11 @@ impl Ring {
                     }
                 }
                 State::Orphaned { multishot, .. } => {
+                    let fds = slot.fds;
                     if !*multishot || !c.more() {
                         self.ops.remove(key);
                     }
-                    self.discard(&c);
+                    self.discard(&c, fds);
                 }
                 State::Done(_) => {}
             }
@@ -445,15 +478,21 @@ impl Ring {
         self.uring.as_raw_fd()
     }
 
-    /// Sends a `MSG_RING` to `target_ring_fd` that posts a completion carrying `token` there.
-    /// The sender gets no completion on success.
-    pub fn msg_ring(&mut self, target_ring_fd: RawFd, token: u64) {
+    /// Sends a `MSG_RING` to core `target_core`'s ring that posts a completion carrying `token`
+    /// there. The sender gets no completion on success; a failure is remembered (see
+    /// [`Ring::take_failed_wakes`]).
+    pub fn msg_ring(&mut self, target_ring_fd: RawFd, target_core: usize, token: u64) {
         let entry = opcode::MsgRingData::new(io_uring::types::Fd(target_ring_fd), 0, token, None)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(TOKEN_IGNORE);
+            .user_data(TOKEN_WAKE_BASE + target_core.min(MAX_CORES - 1) as u64);
         // SAFETY: a MSG_RING data message holds no pointers into our memory.
         unsafe { self.push(&entry) };
+    }
+
+    /// Cores whose wake-up by `MSG_RING` failed since the last call.
+    pub fn take_failed_wakes(&mut self, into: &mut Vec<usize>) {
+        into.append(&mut self.failed_wakes);
     }
 
     /// Cancels everything in flight and waits (up to `limit`) for the kernel to finish with it, so

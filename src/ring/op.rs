@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::{Completion, Ring};
+use super::{Completion, OpKind, Ring};
 
 thread_local! {
     static CURRENT: RefCell<Option<Ring>> = const { RefCell::new(None) };
@@ -41,12 +41,31 @@ pub fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
     })
 }
 
+/// Hands an unfinished operation's resources to the ring. Without a ring to hold them (a thread
+/// being torn down, say after a panic), they are leaked: the kernel may still write into them, and
+/// a leak is the only safe end for memory in that state.
+fn orphan_or_leak(key: usize, data: Box<dyn Any>) {
+    let mut data = Some(data);
+    let _ = CURRENT.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            if let Some(r) = c.as_mut() {
+                r.orphan(key, data.take().expect("given once"));
+            }
+        }
+    });
+    if let Some(d) = data {
+        std::mem::forget(d);
+    }
+}
+
 /// A single-shot operation on this thread's ring. Resolves to its completion and the resources it
 /// lent to the kernel (a buffer, a socket address, a descriptor). Dropping it before it resolves
 /// cancels the operation and keeps `T` alive until the kernel is done with it.
 pub struct Op<T: 'static> {
     key: Option<usize>,
     data: Option<T>,
+    /// Not `Send`: the key only means something on the ring (thread) that issued it.
+    _local: std::marker::PhantomData<*const ()>,
 }
 
 impl<T: 'static> Op<T> {
@@ -57,8 +76,8 @@ impl<T: 'static> Op<T> {
     /// whose heap allocations must not), or into memory that outlives the operation.
     pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
         // SAFETY: forwarded: `data` keeps the pointed-to memory alive for as long as the slot.
-        let key = with_ring(|r| unsafe { r.submit(entry, false) });
-        Op { key: Some(key), data: Some(data) }
+        let key = with_ring(|r| unsafe { r.submit(entry, OpKind::Single) });
+        Op { key: Some(key), data: Some(data), _local: std::marker::PhantomData }
     }
 }
 
@@ -82,13 +101,7 @@ impl<T: 'static> Future for Op<T> {
 impl<T: 'static> Drop for Op<T> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let data: Box<dyn Any> = Box::new(self.data.take());
-            // The ring may already be gone if the thread is exiting; then the kernel is too.
-            let _ = CURRENT.try_with(|c| {
-                if let Some(r) = c.borrow_mut().as_mut() {
-                    r.orphan(key, data);
-                }
-            });
+            orphan_or_leak(key, Box::new(self.data.take()));
         }
     }
 }
@@ -97,6 +110,8 @@ impl<T: 'static> Drop for Op<T> {
 pub struct OpStream<T: 'static> {
     key: Option<usize>,
     data: Option<T>,
+    /// Not `Send`, as for [`Op`].
+    _local: std::marker::PhantomData<*const ()>,
 }
 
 impl<T: 'static> OpStream<T> {
@@ -104,10 +119,10 @@ impl<T: 'static> OpStream<T> {
     ///
     /// # Safety
     /// As for [`Op::submit`].
-    pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> OpStream<T> {
+    pub(crate) unsafe fn submit(entry: squeue::Entry, data: T, kind: OpKind) -> OpStream<T> {
         // SAFETY: forwarded, as in `Op::submit`.
-        let key = with_ring(|r| unsafe { r.submit(entry, true) });
-        OpStream { key: Some(key), data: Some(data) }
+        let key = with_ring(|r| unsafe { r.submit(entry, kind) });
+        OpStream { key: Some(key), data: Some(data), _local: std::marker::PhantomData }
     }
 
     /// The next completion, or `None` once the kernel has ended the operation.
@@ -142,12 +157,7 @@ impl<T: 'static> OpStream<T> {
 impl<T: 'static> Drop for OpStream<T> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let data: Box<dyn Any> = Box::new(self.data.take());
-            let _ = CURRENT.try_with(|c| {
-                if let Some(r) = c.borrow_mut().as_mut() {
-                    r.orphan(key, data);
-                }
-            });
+            orphan_or_leak(key, Box::new(self.data.take()));
         }
     }
 }

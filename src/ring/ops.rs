@@ -12,6 +12,7 @@ use io_uring::{opcode, types};
 use socket2::SockAddr;
 
 use super::op::{Op, OpStream};
+use super::OpKind;
 
 /// A descriptor shared by a socket and its in-flight operations: it is closed only when the last
 /// of them is gone, so its number cannot be reused under an operation the kernel still holds.
@@ -83,8 +84,9 @@ pub fn timeout(d: Duration) -> Op<Box<types::Timespec>> {
 /// Multishot accept: one completion per accepted connection (its descriptor as the result).
 pub fn accept_multi(fd: SharedFd) -> OpStream<SharedFd> {
     let entry = opcode::AcceptMulti::new(fd_of(&fd)).flags(libc::SOCK_CLOEXEC).build();
-    // SAFETY: no pointers; the op keeps the listener's descriptor open.
-    unsafe { OpStream::submit(entry, fd) }
+    // SAFETY: no pointers; the op keeps the listener's descriptor open. Accepted descriptors
+    // nobody reads (the stream was dropped) are closed by the ring.
+    unsafe { OpStream::submit(entry, fd, OpKind::MultishotFds) }
 }
 
 /// Takes ownership of a descriptor the kernel returned in a completion (accept).
@@ -128,7 +130,7 @@ pub fn recv(fd: SharedFd, mut buf: Vec<u8>, poll_first: bool) -> Op<(SharedFd, V
 pub fn recv_multi(fd: SharedFd, bgid: u16) -> OpStream<SharedFd> {
     let entry = opcode::RecvMulti::new(fd_of(&fd), bgid).build();
     // SAFETY: no pointers; buffers come from the registered group, which outlives the ring's use.
-    unsafe { OpStream::submit(entry, fd) }
+    unsafe { OpStream::submit(entry, fd, OpKind::Multishot) }
 }
 
 /// Marks `n` more bytes of `buf` as initialised after a receive into its spare capacity.
@@ -217,7 +219,7 @@ pub fn sendmsg_zc(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> OpStream<ZcSen
         opcode::SendMsgZc::new(fd_of(&fd), &*msg).ioprio(SEND_ZC_REPORT_USAGE).flags(libc::MSG_NOSIGNAL as u32).build();
     // SAFETY: the header, the iovec array and the buffers are owned by the op until its final
     // (notification) completion; none of their allocations moves.
-    unsafe { OpStream::submit(entry, ZcSendData { fd, bufs, _iov: iov, _msg: msg }) }
+    unsafe { OpStream::submit(entry, ZcSendData { fd, bufs, _iov: iov, _msg: msg }, OpKind::Multishot) }
 }
 
 /// Memory registered with the ring as a fixed buffer.

@@ -79,10 +79,16 @@ impl CoreShared {
             return;
         }
         let target = self.ring_fd.load(Ordering::Acquire);
-        let sent = target >= 0 && ring::try_with_ring(|r| r.msg_ring(target, TOKEN_MAILBOX)).is_some();
+        let sent = target >= 0 && ring::try_with_ring(|r| r.msg_ring(target, self.index, TOKEN_MAILBOX)).is_some();
         if !sent {
-            crate::sys::eventfd_signal(self.eventfd.as_raw_fd());
+            self.wake_by_eventfd();
         }
+    }
+
+    /// Wakes the core through its eventfd: from threads without a ring, and when a `MSG_RING`
+    /// to it failed (the `notified` flag is already set, so no other sender would wake it).
+    pub(crate) fn wake_by_eventfd(&self) {
+        crate::sys::eventfd_signal(self.eventfd.as_raw_fd());
     }
 
     /// Called by the owning core once per loop turn: takes what arrived since the last turn.

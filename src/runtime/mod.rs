@@ -272,6 +272,7 @@ fn run_core<Fut: Future + 'static>(
     let main = spawn(main);
     let mut wakes = Vec::new();
     let mut msgs: Vec<Message> = Vec::new();
+    let mut failed_wakes = Vec::new();
     loop {
         exec.run_ready(TASK_BUDGET);
         if main.is_finished() {
@@ -293,8 +294,14 @@ fn run_core<Fut: Future + 'static>(
         let entered = ring::with_ring(|r| {
             let e = r.enter(wait);
             r.reap(&mut |_, _| {});
+            r.take_failed_wakes(&mut failed_wakes);
             e
         });
+        for core in failed_wakes.drain(..) {
+            if let Some(c) = handle.cores.get(core) {
+                c.wake_by_eventfd();
+            }
+        }
         if let Err(e) = entered {
             // The ring itself failed: nothing on this core can make progress.
             panic!("io_uring_enter failed: {e}");
@@ -310,8 +317,22 @@ fn run_core<Fut: Future + 'static>(
             std::task::Poll::Pending => unreachable!("main finished"),
         }
     };
-    ring::with_ring(|r| r.drain(DRAIN_LIMIT));
-    crate::buf::release_pool();
-    drop(ring::uninstall());
+    let left = ring::with_ring(|r| r.drain(DRAIN_LIMIT));
+    if left > 0 {
+        // The kernel still holds operations (a zero-copy send to a peer that stopped reading,
+        // say): their buffers may still be read or written. Leak the ring, the pool and their
+        // memory rather than free what the kernel uses; the process is ending this core anyway.
+        eprintln!(
+            "ringnode: core {}: {left} operation(s) still held by the kernel at exit; leaving their memory",
+            shared.index
+        );
+        crate::buf::leak_pool();
+        if let Some(r) = ring::uninstall() {
+            std::mem::forget(r);
+        }
+    } else {
+        crate::buf::release_pool();
+        drop(ring::uninstall());
+    }
     out
 }
