@@ -262,13 +262,12 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
     };
     let progress = cfg.progress;
     let mut log_error = None;
-    let result = load::run(cfg.clone(), &mut |at, iv| {
+    let result = load::run(cfg.clone(), &mut |at, length, iv| {
         if progress {
-            eprintln!("{}", report::progress_line(at, iv));
+            eprintln!("{}", report::progress_line(at, length, iv));
         }
         if let Some(w) = log.as_mut() {
-            let start = at.saturating_sub(Duration::from_secs(1));
-            if let Err(e) = w.write_histogram(&iv.latency, start, Duration::from_secs(1), None) {
+            if let Err(e) = w.write_histogram(&iv.latency, at.saturating_sub(length), length, None) {
                 log_error.get_or_insert(format!("{e:?}"));
             }
         }
@@ -417,7 +416,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     cfg.size = (size, size);
     cfg.duration = duration;
     cfg.runtime = client_rt;
-    let result = load::run(cfg.clone(), &mut |_, _| {});
+    let result = load::run(cfg.clone(), &mut |_, _, _| {});
     server.handle().shutdown();
     let stats = server.join()?;
     let result = result?;

@@ -355,8 +355,9 @@ pub(crate) struct IntervalBoard {
     up: AtomicU64,
 }
 
-/// Called by the main thread once per interval while the run goes on.
-pub type OnInterval<'a> = &'a mut dyn FnMut(Duration, &Interval);
+/// Called by the main thread once per interval while the run goes on, and once more for the last
+/// partial one: (time since the start at the end of the interval, its length, its counts).
+pub type OnInterval<'a> = &'a mut dyn FnMut(Duration, Duration, &Interval);
 
 /// Runs a load and returns the merged result. `on_interval` is called about once a second with the
 /// merged interval of all cores.
@@ -370,15 +371,22 @@ pub fn run(config: LoadConfig, on_interval: OnInterval<'_>) -> Result<LoadResult
         async move { core_main(core, cfg, board).await }
     })?;
     let t0 = Instant::now();
-    let mut next = t0 + Duration::from_secs(1);
+    let second = Duration::from_secs(1);
+    let mut next = t0 + second;
     while !running.is_finished() {
         std::thread::sleep(Duration::from_millis(20).min(next.saturating_duration_since(Instant::now())));
         if Instant::now() >= next {
             let mut iv = take_interval(&board);
             iv.connections = board.up.load(Ordering::Relaxed);
-            on_interval(next - t0, &iv);
-            next += Duration::from_secs(1);
+            on_interval(next - t0, second, &iv);
+            next += second;
         }
+    }
+    // What the cores counted after the last whole second.
+    let last = take_interval(&board);
+    if last.replies > 0 || last.bytes > 0 || last.errors > 0 {
+        let end = t0.elapsed();
+        on_interval(end, end.saturating_sub(next - t0 - second), &last);
     }
     let results = running.join()?;
     let mut total = LoadResult::new();
@@ -414,6 +422,8 @@ pub(crate) struct CoreRun {
     /// Messages this core may still send (`--messages`).
     pub budget: std::cell::Cell<Option<u64>>,
     pub up: std::cell::Cell<u64>,
+    /// What `up` was when the board was last told.
+    pub published_up: std::cell::Cell<u64>,
     /// Set by `--fail-fast` at the first error.
     pub failed: std::cell::Cell<bool>,
 }
@@ -483,22 +493,20 @@ fn ns(d: Duration) -> u64 {
 /// Hands the core's counts to the main thread several times a second, so each printed second
 /// holds (nearly) exactly one second of traffic.
 async fn publish_intervals(run: Rc<CoreRun>, board: Arc<IntervalBoard>) {
-    let mut up = 0u64;
     loop {
         runtime::sleep(Duration::from_millis(100)).await;
-        publish(&run, &board, &mut up);
+        publish(&run, &board);
     }
 }
 
-fn publish(run: &CoreRun, board: &IntervalBoard, published_up: &mut u64) {
+fn publish(run: &CoreRun, board: &IntervalBoard) {
     let iv = std::mem::replace(&mut *run.interval.borrow_mut(), Interval::new());
-    let up = run.up.get();
-    if up >= *published_up {
-        board.up.fetch_add(up - *published_up, Ordering::Relaxed);
+    let (up, before) = (run.up.get(), run.published_up.replace(run.up.get()));
+    if up >= before {
+        board.up.fetch_add(up - before, Ordering::Relaxed);
     } else {
-        board.up.fetch_sub(*published_up - up, Ordering::Relaxed);
+        board.up.fetch_sub(before - up, Ordering::Relaxed);
     }
-    *published_up = up;
     board.slots.lock().unwrap_or_else(|e| e.into_inner()).push(iv);
 }
 
@@ -527,6 +535,7 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
         said_connect_error: std::cell::Cell::new(false),
         budget: std::cell::Cell::new(budget),
         up: std::cell::Cell::new(0),
+        published_up: std::cell::Cell::new(0),
         failed: std::cell::Cell::new(false),
     });
     let publisher = runtime::spawn(publish_intervals(run.clone(), board.clone()));
@@ -571,6 +580,8 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
     })
     .await;
     drop(publisher);
+    // The last counts, for the final partial interval.
+    publish(&run, &board);
     let mut r = run.result.borrow().clone();
     let end = Instant::now().min(run.deadline.get());
     r.elapsed = end.saturating_duration_since(run.measure_start.get());

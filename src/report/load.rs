@@ -18,13 +18,14 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// One line a second while the run goes: connections up, rate, throughput, p50/p99, errors.
-pub fn progress_line(at: std::time::Duration, iv: &Interval) -> String {
+pub fn progress_line(at: std::time::Duration, length: std::time::Duration, iv: &Interval) -> String {
+    let secs = length.as_secs_f64().max(1e-3);
     format!(
-        "[{:>4.0}s] {} conns up  {:.0} replies/s  {:.2} MB/s  p50 {:.1} µs  p99 {:.1} µs  errors {}",
+        "[{:>5.1}s] {} conns up  {:.0} replies/s  {:.2} MB/s  p50 {:.1} µs  p99 {:.1} µs  errors {}",
         at.as_secs_f64(),
         iv.connections,
-        iv.replies as f64,
-        iv.bytes as f64 / 1e6,
+        iv.replies as f64 / secs,
+        iv.bytes as f64 / secs / 1e6,
         us(iv.latency.value_at_quantile(0.5)),
         us(iv.latency.value_at_quantile(0.99)),
         iv.errors
