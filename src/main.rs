@@ -16,10 +16,16 @@ fn main() {
                 let _ = e.print();
                 std::process::exit(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
             }
-            // One line naming the flag; the full usage is one `--help` away.
+            // One line naming the flag; the full usage is one `--help` away. Clap puts the names
+            // of missing arguments on the lines after the first: fold them in.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("ringnode: {first} (see --help)");
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .collect();
+            let line = if message.is_empty() { "invalid arguments".to_string() } else { message.join(" ") };
+            eprintln!("ringnode: {line} (see --help)");
             std::process::exit(2);
         }
     };

@@ -25,6 +25,12 @@ fn unknown_flag_is_a_one_line_usage_error() {
 }
 
 #[test]
+fn a_missing_required_flag_is_named_on_one_line() {
+    let out = run_bounded(ringnode(&["load"]), Duration::from_secs(30));
+    assert_one_line_error(&out, 2, "--target");
+}
+
+#[test]
 fn bad_address_names_the_flag_and_value() {
     let out = run_bounded(ringnode(&["echo", "--listen", "localhost-7000"]), Duration::from_secs(30));
     assert_one_line_error(&out, 2, "localhost-7000");

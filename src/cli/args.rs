@@ -41,7 +41,7 @@ pub enum Command {
         #[arg(long, default_value = "4MiB", value_parser = parse_size)]
         send_limit: usize,
     },
-    /// Closed-loop load against an echo server: send, wait for the echo, check every byte, repeat.
+    /// Load generator: echo, stream, framed, connect or http; closed loop, or open loop at a rate.
     Load(Box<LoadArgs>),
     /// Merges HdrHistogram interval logs from `load --hdr-log` (histograms added, never
     /// percentiles averaged), prints the percentiles and optionally draws them as an SVG.
