@@ -41,6 +41,7 @@ struct TestServer {
     bytes_in: Arc<AtomicU64>,
     bytes_out: Arc<AtomicU64>,
     accepted: Arc<AtomicU64>,
+    peers: Arc<std::sync::Mutex<std::collections::BTreeSet<std::net::IpAddr>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -53,9 +54,11 @@ impl TestServer {
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
             accepted: Arc::default(),
+            peers: Arc::default(),
             stop: Arc::default(),
         };
         let (bi, bo, acc, stop) = (s.bytes_in.clone(), s.bytes_out.clone(), s.accepted.clone(), s.stop.clone());
+        let peers = s.peers.clone();
         let first_byte: Arc<std::sync::OnceLock<Instant>> = Arc::default();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -64,6 +67,9 @@ impl TestServer {
                 }
                 let Ok(mut c) = conn else { continue };
                 acc.fetch_add(1, Ordering::SeqCst);
+                if let Ok(p) = c.peer_addr() {
+                    peers.lock().unwrap().insert(p.ip());
+                }
                 let (bi, bo, first_byte) = (bi.clone(), bo.clone(), first_byte.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
@@ -159,6 +165,34 @@ fn closed_and_open_loop_counts_match_the_server_exactly() {
     assert_eq!(bytes_in, sent, "server read what the client sent");
     assert_eq!(bytes_out, received, "client read what the server wrote");
     assert_eq!(server.accepted.load(Ordering::SeqCst), 16);
+}
+
+#[test]
+fn connections_spread_over_a_source_range_and_a_ramp() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let started = Instant::now();
+    let (v, out) = load_json(&[
+        "--target",
+        &server.target(),
+        "--connections",
+        "40",
+        "--source",
+        "127.0.0.2-127.0.0.5",
+        "--ramp",
+        "100",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["connections_up"], 40);
+    // 40 connections at 100 per second take about 0.4 s to come up.
+    assert!(v["connect_phase_s"].as_f64().unwrap() >= 0.35, "{v}");
+    assert!(started.elapsed() >= Duration::from_millis(1350));
+    let peers = server.peers.lock().unwrap().clone();
+    let want: std::collections::BTreeSet<std::net::IpAddr> =
+        (2..=5).map(|i| std::net::IpAddr::from([127, 0, 0, i])).collect();
+    assert_eq!(peers, want);
 }
 
 #[test]
