@@ -136,6 +136,10 @@ impl SendQueue {
     }
 
     /// Sends everything queued, resuming after short writes.
+    ///
+    /// Not cancel-safe: dropping the future mid-send loses what was queued (the kernel still
+    /// finishes or cancels the operation safely; the byte stream is broken either way, so the
+    /// connection should be closed).
     pub async fn flush(&mut self) -> io::Result<()> {
         self.seal_small();
         if self.bufs.is_empty() {
