@@ -300,6 +300,12 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
             format!("stopped at the first error (--fail-fast): {} errors", result.errors.total())
         } else if result.errors.reset > 0 {
             "no reply came back: the server reset the connections".to_string()
+        } else if result.errors.timeout > 0 {
+            format!(
+                "no reply came back: {} request(s) still unanswered {} s after the end",
+                result.errors.timeout,
+                load::DRAIN_TIMEOUT.as_secs()
+            )
         } else {
             "no reply came back".to_string()
         };
