@@ -299,7 +299,12 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
                         Kind::Data
                     }
                     Kind::Ping => Kind::Pong,
-                    Kind::Close => break 'conn,
+                    Kind::Close => {
+                        // Send what was queued before the peer's CLOSE, then end.
+                        PARTS.set(parts);
+                        let _ = tx.flush().await;
+                        break 'conn;
+                    }
                     Kind::Hello | Kind::Pong => continue,
                 },
                 Err(e) => {

@@ -196,6 +196,19 @@ fn connections_spread_over_a_source_range_and_a_ramp() {
 }
 
 #[test]
+fn a_message_budget_is_sent_exactly() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let (v, out) =
+        load_json(&["--target", &server.target(), "--connections", "7", "--messages", "1000", "--pipeline", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["messages_sent"], 1000);
+    assert_eq!(v["messages_received"], 1000);
+    let (bytes_in, _) = server.settled();
+    assert_eq!(bytes_in, 1000 * 64);
+}
+
+#[test]
 fn stream_mode_counts_match_a_sink() {
     let _serial = serial();
     let server = TestServer::start(Behaviour::Sink);

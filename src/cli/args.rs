@@ -103,10 +103,10 @@ pub struct LoadArgs {
     /// A reply ends with this string (escapes \r \n \t understood).
     #[arg(long)]
     pub reply_delimiter: Option<String>,
-    /// How long to measure: 500ms, 5s, 2m.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Stop after this many messages (the duration then defaults to an hour's upper bound).
+    /// How long to measure: 500ms, 5s, 2m [default: 5s; with --messages, an upper bound of 1h].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many messages in all.
     #[arg(long)]
     pub messages: Option<u64>,
     /// Run this long first, excluded from the results.
@@ -177,8 +177,8 @@ pub enum LoadMode {
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a positive rate")),
+        Ok(v) if v.is_finite() && (0.001..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a rate between 0.001 and 1e9 per second")),
     }
 }
 

@@ -203,7 +203,8 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     }
     cfg.max_inflight = a.max_inflight;
     cfg.warmup = a.warmup;
-    cfg.duration = a.duration;
+    cfg.duration =
+        a.duration.unwrap_or(if a.messages.is_some() { Duration::from_secs(3600) } else { Duration::from_secs(5) });
     cfg.messages = a.messages;
     if a.messages == Some(0) {
         return Err(Failure::usage("--messages 0: nothing to send"));
@@ -284,6 +285,7 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
     let target = cfg.target;
     let failed_fast = cfg.fail_fast && result.errors.total() > 0;
     let nothing = match cfg.mode {
+        load::Mode::Connect if cfg.payload.is_some() => result.received == 0,
         load::Mode::Connect => result.connected == 0,
         load::Mode::Stream => result.sent == 0,
         _ => result.received == 0,

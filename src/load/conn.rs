@@ -48,12 +48,29 @@ fn nth(interval: Duration, i: u64) -> Duration {
 /// Opens a connection (after waiting for its place on the ramp) and counts how it went.
 pub(super) async fn open(run: &CoreRun, id: usize) -> Option<TcpStream> {
     let cfg = &run.cfg;
-    if let Some(rate) = cfg.ramp {
-        runtime::sleep_until(run.created + Duration::from_secs_f64(id as f64 / rate)).await;
-    }
     let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
-    let t0 = Instant::now();
-    match TcpStream::connect(cfg.target, source).await {
+    let attempt = async {
+        if let Some(rate) = cfg.ramp {
+            runtime::sleep_until(run.created + Duration::from_secs_f64(id as f64 / rate)).await;
+        }
+        let t0 = Instant::now();
+        (t0, runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await)
+    };
+    let (t0, outcome) = match runtime::select(attempt, runtime::shutdown_requested()).await {
+        Either::Left(v) => v,
+        Either::Right(()) => return None,
+    };
+    let outcome = match outcome {
+        Ok(r) => r,
+        Err(_) => {
+            run.error(|c| {
+                c.connect += 1;
+                c.timeout += 1;
+            });
+            return None;
+        }
+    };
+    match outcome {
         Ok(s) => {
             let mut r = run.result.borrow_mut();
             r.connected += 1;
@@ -123,6 +140,8 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
     let inflight: RefCell<VecDeque<(Instant, Instant)>> = RefCell::new(VecDeque::new());
     let (to_sender, to_receiver) = (Notify::default(), Notify::default());
     let done = Cell::new(false);
+    let done_at: Cell<Option<Instant>> = Cell::new(None);
+    let gave_up = Cell::new(false);
     let broken = Cell::new(false);
     let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
     if cfg.mode == Mode::Framed {
@@ -148,6 +167,9 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
                     // Closed loop: wait for every reply of the last round.
                     while !inflight.borrow().is_empty() && !broken.get() {
                         to_sender.wait().await;
+                    }
+                    if broken.get() {
+                        break 'send;
                     }
                     let now = Instant::now();
                     for k in 0..cfg.pipeline {
@@ -176,7 +198,7 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
                         waited = true;
                         to_sender.wait().await;
                     }
-                    if !run.may_send() {
+                    if broken.get() || !run.may_send() {
                         break;
                     }
                     let now = Instant::now();
@@ -203,6 +225,7 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
             }
         }
         done.set(true);
+        done_at.set(Some(Instant::now()));
         to_receiver.notify();
     };
 
@@ -213,22 +236,28 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
             if broken.get() || (done.get() && inflight.borrow().is_empty()) {
                 break;
             }
-            let chunk = match runtime::select(rx.next(), to_receiver.wait()).await {
-                Either::Right(()) => continue,
-                Either::Left(None) => {
+            // Once the sender is done, what is still in flight gets DRAIN_TIMEOUT to come back.
+            let give_up = done_at.get().map_or(drain_deadline, |t| (t + DRAIN_TIMEOUT).min(drain_deadline));
+            let next = runtime::timeout_at(give_up, runtime::select(rx.next(), to_receiver.wait()));
+            let chunk = match next.await {
+                Err(_) => {
+                    gave_up.set(true);
+                    break;
+                }
+                Ok(Either::Right(())) => continue,
+                Ok(Either::Left(None)) => {
                     if !inflight.borrow().is_empty() || !done.get() {
                         count(run, Failure::Closed);
                     }
                     break;
                 }
-                Either::Left(Some(Err(_))) => {
+                Ok(Either::Left(Some(Err(_)))) => {
                     count(run, Failure::Reset);
                     break;
                 }
-                Either::Left(Some(Ok(c))) => c,
+                Ok(Either::Left(Some(Ok(c)))) => c,
             };
-            run.result.borrow_mut().bytes_received += chunk.len() as u64;
-            run.interval.borrow_mut().bytes += chunk.len() as u64;
+            run.received_bytes(chunk.len());
             if let Err(e) = parser.borrow_mut().feed(&chunk, &mut replies) {
                 count(run, if e == ReplyError::Mismatch { Failure::Mismatch } else { Failure::Malformed });
                 break;
@@ -248,15 +277,20 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
         to_sender.notify();
     };
 
-    match runtime::timeout_at(drain_deadline, runtime::join(sender, receiver)).await {
-        Ok(((), ())) => {}
-        Err(_) => {
-            let left = inflight.borrow().len() as u64;
-            if left > 0 {
-                run.error(|c| c.timeout += left);
-            }
-        }
+    // Bounded by the drain deadline, and after a signal by DRAIN_TIMEOUT, so the counts are final
+    // here rather than cut off by the core: what did not come back is a timeout.
+    let bounded = runtime::timeout_at(drain_deadline, runtime::join(sender, receiver));
+    let cut_off = !matches!(runtime::select(bounded, stopped_then_drained()).await, Either::Left(Ok(_)));
+    let left = inflight.borrow().len() as u64;
+    if left > 0 && (cut_off || gave_up.get()) {
+        run.error(|c| c.timeout += left);
     }
+}
+
+/// Resolves `DRAIN_TIMEOUT` after the core was asked to stop.
+async fn stopped_then_drained() {
+    runtime::shutdown_requested().await;
+    runtime::sleep(DRAIN_TIMEOUT).await;
 }
 
 /// One way: send (as fast as the socket takes it, or at the rate), read and drop what comes back.
@@ -285,11 +319,11 @@ async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
             let req = source.next();
             let len = req.wire.len();
             let _ = tx.push(&[], &[req.wire]);
+            run.sent(intended, len);
             if tx.flush().await.is_err() {
                 count(run, Failure::Reset);
                 break;
             }
-            run.sent(intended, len);
         }
         done.set(true);
         wake.notify();
@@ -298,15 +332,14 @@ async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
         let mut rx = stream.recv_stream();
         while !done.get() {
             match runtime::select(rx.next(), wake.wait()).await {
-                Either::Left(Some(Ok(c))) => {
-                    run.result.borrow_mut().bytes_received += c.len() as u64;
-                }
+                Either::Left(Some(Ok(c))) => run.received_bytes(c.len()),
                 Either::Left(_) => break,
                 Either::Right(()) => {}
             }
         }
     };
-    let _ = runtime::timeout_at(run.deadline.get() + DRAIN_TIMEOUT, runtime::join(sender, receiver)).await;
+    let bounded = runtime::timeout_at(run.deadline.get() + DRAIN_TIMEOUT, runtime::join(sender, receiver));
+    let _ = runtime::select(bounded, stopped_then_drained()).await;
 }
 
 /// `connect` mode: open, optionally one exchange, close; again until the end. With a rate, each
@@ -335,7 +368,7 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
         }
         let source = (!cfg.sources.is_empty()).then(|| cfg.sources[(id + i as usize) % cfg.sources.len()]);
         let t0 = Instant::now();
-        let stream = match runtime::timeout(DRAIN_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
+        let stream = match runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 note_connect_error(&run, &e);
@@ -358,11 +391,10 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
                 let _ = r.uncorrected.record(super::ns(connected_at - t0));
                 r.measured += 1;
                 let _ = r.latency.record(super::ns(connected_at - intended));
+                let mut iv = run.interval.borrow_mut();
+                iv.replies += 1;
+                let _ = iv.latency.record(super::ns(connected_at - intended));
             }
-            drop(r);
-            let mut iv = run.interval.borrow_mut();
-            iv.replies += 1;
-            let _ = iv.latency.record(super::ns(connected_at - intended));
         }
         if exchange {
             exchange_one(&run, id, &stream).await;

@@ -36,6 +36,8 @@ use crate::runtime::{self, RuntimeConfig, RuntimeError};
 pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
 /// How long the end of a run waits for replies still in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one connection attempt may take before it counts as a failed (timed-out) connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What each connection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +226,8 @@ pub struct LoadResult {
     pub measured_bytes_sent: u64,
     /// Messages sent inside the measured window.
     pub measured_sent: u64,
+    /// Bytes received inside the measured window (by arrival time).
+    pub measured_bytes_received: u64,
     /// Latency per reply from the intended send time (equals the actual send time in a closed
     /// loop), in nanoseconds, measured window only.
     pub latency: Histogram<u64>,
@@ -262,6 +266,7 @@ impl LoadResult {
             measured: 0,
             measured_bytes_sent: 0,
             measured_sent: 0,
+            measured_bytes_received: 0,
             latency: histogram(),
             uncorrected: histogram(),
             connect_latency: histogram(),
@@ -288,6 +293,7 @@ impl LoadResult {
         self.measured += o.measured;
         self.measured_bytes_sent += o.measured_bytes_sent;
         self.measured_sent += o.measured_sent;
+        self.measured_bytes_received += o.measured_bytes_received;
         // Same bounds on every core, so adding cannot fail.
         let _ = self.latency.add(&o.latency);
         let _ = self.uncorrected.add(&o.uncorrected);
@@ -464,6 +470,17 @@ impl CoreRun {
         }
     }
 
+    /// Records bytes that came in.
+    pub fn received_bytes(&self, n: usize) {
+        let now = Instant::now();
+        let mut r = self.result.borrow_mut();
+        r.bytes_received += n as u64;
+        if now >= self.measure_start.get() && now < self.deadline.get() {
+            r.measured_bytes_received += n as u64;
+        }
+        self.interval.borrow_mut().bytes += n as u64;
+    }
+
     /// Records a request that went out.
     pub fn sent(&self, at: Instant, bytes: usize) {
         let mut r = self.result.borrow_mut();
@@ -574,9 +591,9 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
     };
     let _ = runtime::select(all, async {
         runtime::shutdown_requested().await;
-        // After a signal the connections stop sending and drain what is in flight, within the
-        // usual bound.
-        runtime::sleep(DRAIN_TIMEOUT + Duration::from_millis(500)).await;
+        // After a signal the connections stop sending and drain what is in flight within
+        // DRAIN_TIMEOUT, counting what did not come back; this is only the backstop.
+        runtime::sleep(DRAIN_TIMEOUT + Duration::from_secs(2)).await;
     })
     .await;
     drop(publisher);

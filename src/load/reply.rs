@@ -179,6 +179,8 @@ pub struct HttpReplies {
     buf: Vec<u8>,
     body_left: Option<BodyLeft>,
     status: u16,
+    /// The requests are HEAD: responses carry no body whatever their headers say.
+    head: bool,
 }
 
 enum BodyLeft {
@@ -200,11 +202,22 @@ const MAX_HEADERS: usize = 64;
 const MAX_HEAD: usize = 64 * 1024;
 
 impl HttpReplies {
-    fn take_line(&mut self) -> Option<Vec<u8>> {
-        let pos = self.buf.windows(2).position(|w| w == b"\r\n")?;
+    /// A parser for responses to requests of `method`.
+    pub fn for_method(method: &str) -> HttpReplies {
+        HttpReplies { head: method.eq_ignore_ascii_case("HEAD"), ..HttpReplies::default() }
+    }
+
+    /// The next CRLF-terminated line; an error when a line grows past `MAX_HEAD` without one.
+    fn take_line(&mut self) -> Result<Option<Vec<u8>>, ReplyError> {
+        let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+            if self.buf.len() > MAX_HEAD {
+                return Err(ReplyError::Malformed("a chunked-body line over 64 KiB".into()));
+            }
+            return Ok(None);
+        };
         let line = self.buf[..pos].to_vec();
         self.buf.drain(..pos + 2);
-        Some(line)
+        Ok(Some(line))
     }
 }
 
@@ -240,7 +253,11 @@ impl ReplyParser for HttpReplies {
                         }
                     }
                     self.buf.drain(..n);
-                    let no_body = self.status == 204 || self.status == 304 || (100..200).contains(&self.status);
+                    if (100..200).contains(&self.status) && self.status != 101 {
+                        // An interim response (100 Continue, 103 Early Hints): the real one follows.
+                        continue;
+                    }
+                    let no_body = self.head || self.status == 204 || self.status == 304 || self.status == 101;
                     self.body_left = Some(if chunked {
                         BodyLeft::Chunked(ChunkState::Size)
                     } else {
@@ -258,7 +275,7 @@ impl ReplyParser for HttpReplies {
                 }
                 Some(BodyLeft::Chunked(state)) => {
                     let next = match state {
-                        ChunkState::Size => match self.take_line() {
+                        ChunkState::Size => match self.take_line()? {
                             None => None,
                             Some(line) => {
                                 let hex =
@@ -278,8 +295,8 @@ impl ReplyParser for HttpReplies {
                                 Some(if left - n == 0 { ChunkState::DataEnd } else { ChunkState::Data(left - n) })
                             }
                         }
-                        ChunkState::DataEnd => self.take_line().map(|_| ChunkState::Size),
-                        ChunkState::Trailer => match self.take_line() {
+                        ChunkState::DataEnd => self.take_line()?.map(|_| ChunkState::Size),
+                        ChunkState::Trailer => match self.take_line()? {
                             None => None,
                             Some(line) if line.is_empty() => {
                                 out.push(Reply::Ok(Some(self.status)));
@@ -345,5 +362,18 @@ mod tests {
         }
         let mut p = HttpReplies::default();
         assert!(feed_all(&mut p, &[b"SSH-2.0-OpenSSH\r\n\r\n"]).is_err());
+        // 100 Continue is not the reply; HEAD responses have no body.
+        let mut p = HttpReplies::default();
+        let got = feed_all(&mut p, &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+            .unwrap();
+        assert_eq!(got, vec![Reply::Ok(Some(200))]);
+        let mut p = HttpReplies::for_method("HEAD");
+        let two = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n";
+        assert_eq!(feed_all(&mut p, &[two]).unwrap().len(), 2);
+        // An endless chunk-size line is an error, not unbounded memory.
+        let mut p = HttpReplies::default();
+        let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        v.extend(std::iter::repeat_n(b'f', 70_000));
+        assert!(feed_all(&mut p, &[&v]).is_err());
     }
 }

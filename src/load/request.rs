@@ -71,7 +71,7 @@ impl RequestSource {
     /// The parser for the replies to these requests.
     pub fn parser(cfg: &LoadConfig) -> Box<dyn ReplyParser> {
         match (cfg.mode, &cfg.reply) {
-            (Mode::Http, _) => Box::new(HttpReplies::default()),
+            (Mode::Http, _) => Box::new(HttpReplies::for_method(&cfg.http.method)),
             (Mode::Framed, _) => Box::new(FramedReplies::new(
                 u32::try_from(cfg.size.1).unwrap_or(u32::MAX).max(crate::frame::DEFAULT_MAX_PAYLOAD),
             )),

@@ -207,7 +207,7 @@ impl TcpStream {
     /// A multishot receive into this core's buffer pool: yields chunks as `Bytes` leased from the
     /// pool (no buffer is held while the connection is idle).
     pub fn recv_stream(&self) -> RecvStream {
-        RecvStream { fd: self.fd.clone(), op: None }
+        RecvStream { fd: self.fd.clone(), op: None, heap: None }
     }
 
     /// The shared descriptor (to shut the socket down from elsewhere on this core).
@@ -229,21 +229,13 @@ impl TcpStream {
 /// Size of the receive that replaces the pool's when it has run dry.
 const HEAP_RECV: usize = 64 * 1024;
 
-async fn ops_recv_heap(fd: SharedFd) -> (io::Result<usize>, Vec<u8>) {
-    let (c, (_, mut buf)) = ops::recv(fd, Vec::with_capacity(HEAP_RECV), false).await;
-    match c.into_result() {
-        Ok(n) => {
-            ops::received(&mut buf, n as usize);
-            (Ok(n as usize), buf)
-        }
-        Err(e) => (Err(e), buf),
-    }
-}
-
 /// Chunks received on a stream, leased from the core's buffer pool (see [`TcpStream::recv_stream`]).
 pub struct RecvStream {
     fd: SharedFd,
     op: Option<crate::ring::OpStream<SharedFd>>,
+    /// A receive into a heap buffer (the pool ran dry), kept here so that a caller dropping
+    /// `next()` mid-wait (a `select`) loses no data: the next call picks it up.
+    heap: Option<crate::ring::Op<(SharedFd, Vec<u8>)>>,
 }
 
 impl RecvStream {
@@ -255,6 +247,18 @@ impl RecvStream {
             return Some(Err(e));
         }
         loop {
+            if let Some(op) = self.heap.as_mut() {
+                let (c, (_, mut buf)) = op.await;
+                self.heap = None;
+                return match c.into_result() {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        ops::received(&mut buf, n as usize);
+                        Some(Ok(Bytes::from(buf)))
+                    }
+                    Err(e) => Some(Err(e)),
+                };
+            }
             let op = match &mut self.op {
                 Some(op) => op,
                 None => self.op.insert(ops::recv_multi(self.fd.clone(), crate::buf::POOL_BGID)),
@@ -278,12 +282,7 @@ impl RecvStream {
                     // more data arrives, which would need a buffer. Make progress without the
                     // pool: one plain receive into a buffer of our own, then re-arm.
                     crate::buf::with_pool(|p| p.note_heap_fallback()).ok();
-                    let (r, buf) = ops_recv_heap(self.fd.clone()).await;
-                    return match r {
-                        Ok(0) => None,
-                        Ok(_) => Some(Ok(Bytes::from(buf))),
-                        Err(e) => Some(Err(e)),
-                    };
+                    self.heap = Some(ops::recv(self.fd.clone(), Vec::with_capacity(HEAP_RECV), false));
                 }
                 continue;
             }

@@ -130,7 +130,7 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
         out += &format!(
             "  throughput   {:.2} MB/s sent, {:.2} MB/s received\n",
             r.measured_bytes_sent as f64 / secs / 1e6,
-            r.bytes_received as f64 / (secs + cfg.warmup.as_secs_f64()).max(1e-9) / 1e6
+            r.measured_bytes_received as f64 / secs / 1e6
         );
         if cfg.mode != Mode::Stream {
             out += &format!("  latency µs   {}  (n={})\n", pct(&r.latency), r.latency.len());
@@ -198,7 +198,7 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "bytes_sent": r.bytes_sent,
         "bytes_received": r.bytes_received,
         "messages_per_s": r.rate(),
-        "mb_per_s": r.measured_bytes_sent.max(r.bytes_received) as f64 / secs / 1e6,
+        "mb_per_s": r.measured_bytes_sent.max(r.measured_bytes_received) as f64 / secs / 1e6,
         "latency": percentiles_json(&r.latency),
         "latency_uncorrected": percentiles_json(&r.uncorrected),
         "connect_latency": percentiles_json(&r.connect_latency),
