@@ -24,10 +24,7 @@ impl FrameEncoder {
             // Reclaims the space of headers already dropped, or grows.
             self.headers.reserve(64 * HEADER_LEN);
         }
-        self.headers.put_u8(kind as u8);
-        self.headers.put_u8(flags);
-        self.headers.put_u16(0);
-        self.headers.put_u32(len);
+        self.headers.put_slice(&header(kind, flags, len));
         self.headers.split().freeze()
     }
 
@@ -68,10 +65,7 @@ pub fn close_frame(code: u16, reason: &str) -> Frame {
 pub fn encode_to_vec(frames: &[Frame]) -> Vec<u8> {
     let mut out = Vec::new();
     for f in frames {
-        out.push(f.kind as u8);
-        out.push(f.flags);
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(f.payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&header(f.kind, f.flags, f.payload.len() as u32));
         out.extend_from_slice(&f.payload);
     }
     out

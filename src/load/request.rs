@@ -42,7 +42,7 @@ impl RequestSource {
                 Some(Request { wire, expect: Bytes::new() })
             }
             _ => cfg.payload.clone().map(|p| match cfg.mode {
-                Mode::Framed => Request { wire: framed(&p), expect: p },
+                Mode::Framed => Request { wire: framed(Kind::Data, &p), expect: p },
                 _ => Request { wire: p.clone(), expect: p },
             }),
         };
@@ -63,7 +63,7 @@ impl RequestSource {
         let start = (xorshift(&mut self.rng) as usize) % (self.pattern.len() - size + 1);
         let payload = self.pattern.slice(start..start + size);
         match self.mode {
-            Mode::Framed => Request { wire: framed(&payload), expect: payload },
+            Mode::Framed => Request { wire: framed(Kind::Data, &payload), expect: payload },
             _ => Request { wire: payload.clone(), expect: payload },
         }
     }
@@ -82,20 +82,17 @@ impl RequestSource {
     }
 }
 
-fn framed(payload: &Bytes) -> Bytes {
+/// A whole frame of `kind` around `payload`, in one buffer.
+fn framed(kind: Kind, payload: &Bytes) -> Bytes {
     let mut b = BytesMut::with_capacity(crate::frame::HEADER_LEN + payload.len());
-    b.put_slice(&header(Kind::Data, 0, payload.len() as u32));
+    b.put_slice(&header(kind, 0, payload.len() as u32));
     b.put_slice(payload);
     b.freeze()
 }
 
 /// The HELLO a framed connection opens with.
 pub(super) fn framed_hello() -> Bytes {
-    let p = crate::frame::hello_payload();
-    let mut b = BytesMut::with_capacity(crate::frame::HEADER_LEN + p.len());
-    b.put_slice(&header(Kind::Hello, 0, p.len() as u32));
-    b.put_slice(&p);
-    b.freeze()
+    framed(Kind::Hello, &crate::frame::hello_payload())
 }
 
 /// An HTTP/1.1 keep-alive request.
