@@ -229,11 +229,25 @@ async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, fram
     stats
 }
 
+/// Counts a new connection and lists it among the core's open ones (so a stop can shut it).
+fn register(stream: &TcpStream) -> usize {
+    bump(|s| s.connections += 1);
+    STATE.with(|s| s.open.borrow_mut().insert(stream.shared_fd()))
+}
+
+/// Counts how a connection ended, takes it off the open list and closes it.
+async fn finish(stream: TcpStream, slot: usize, failed: bool) {
+    if failed {
+        bump(|s| s.errors += 1);
+    }
+    STATE.with(|s| s.open.borrow_mut().remove(slot));
+    let _ = stream.close().await;
+}
+
 /// Echoes one connection until end of stream or error. What arrives in a pool buffer goes back
 /// out of the same buffer: no copy in user space.
 async fn echo_tcp(stream: TcpStream) {
-    let slot = STATE.with(|s| s.open.borrow_mut().insert(stream.shared_fd()));
-    bump(|s| s.connections += 1);
+    let slot = register(&stream);
     let mut rx = stream.recv_stream();
     let mut failed = false;
     while let Some(r) = rx.next().await {
@@ -256,19 +270,14 @@ async fn echo_tcp(stream: TcpStream) {
         });
     }
     drop(rx);
-    if failed {
-        bump(|s| s.errors += 1);
-    }
-    STATE.with(|s| s.open.borrow_mut().remove(slot));
-    let _ = stream.close().await;
+    finish(stream, slot, failed).await;
 }
 
 /// Echoes DATA frames (and answers PINGs) on one connection. All frames decoded from one receive
 /// go back in one vectored send: each a header from the encoder and the payload as a slice of the
 /// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
 async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
-    let slot = STATE.with(|s| s.open.borrow_mut().insert(stream.shared_fd()));
-    bump(|s| s.connections += 1);
+    let slot = register(&stream);
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
@@ -347,11 +356,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
         s.decode.copied_bytes += d.copied_bytes;
     });
     drop(rx);
-    if failed {
-        bump(|s| s.errors += 1);
-    }
-    STATE.with(|s| s.open.borrow_mut().remove(slot));
-    let _ = stream.close().await;
+    finish(stream, slot, failed).await;
 }
 
 /// Tells the peer why its connection is closing (a CLOSE frame with the error's code), where the
