@@ -14,9 +14,9 @@ use socket2::SockRef;
 use bytes::Bytes;
 
 use crate::frame::{close_frame, header, hello_payload, FrameDecoder, Kind};
-use crate::net::{serve_tcp, NetError, SendQueue, TcpListener, TcpStream, UdpSocket};
+use crate::net::{serve_tcp, AcceptError, Deadlines, Expiry, Limits, NetError, SendQueue, TcpListener, TcpStream, UdpSocket};
 use crate::ring::ops::SharedFd;
-use crate::runtime::{self, Running, RuntimeConfig, RuntimeError};
+use crate::runtime::{self, Either, Running, RuntimeConfig, RuntimeError, Sleep};
 
 /// Receive buffer per core (UDP).
 const ECHO_BUF: usize = 64 * 1024;
@@ -47,6 +47,14 @@ pub struct EchoStats {
     pub decode: crate::frame::DecodeStats,
     /// Send-side counters (vectored and zero-copy sends).
     pub send: crate::net::SendStats,
+    /// Connections closed because they passed a limit: handshake, idle, send (in that order).
+    pub expired: [u64; 3],
+}
+
+impl std::ops::AddAssign<&EchoStats> for EchoStats {
+    fn add_assign(&mut self, o: &EchoStats) {
+        self.add(o);
+    }
 }
 
 impl EchoStats {
@@ -73,7 +81,12 @@ impl EchoStats {
         self.send.zc_bytes += o.send.zc_bytes;
         self.send.zc_given_up += o.send.zc_given_up;
         self.send.coalesced_bytes += o.send.coalesced_bytes;
+        self.send.unpinned_bytes += o.send.unpinned_bytes;
+        self.decode.compacted_bytes += o.decode.compacted_bytes;
         for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
+            *a += b;
+        }
+        for (a, b) in self.expired.iter_mut().zip(o.expired) {
             *a += b;
         }
     }
@@ -115,9 +128,18 @@ impl Default for FramedOpts {
     }
 }
 
+impl FramedOpts {
+    /// The receive memory one connection may hold: twice the largest frame, at least 256 KiB.
+    pub fn receive_bound(&self) -> usize {
+        (2 * self.max_payload as usize).max(256 * 1024)
+    }
+}
+
 /// An echo server's settings.
 #[derive(Debug, Clone)]
 pub struct EchoConfig {
+    /// Limits on every TCP connection (the handshake limit applies to the framed protocol).
+    pub limits: Limits,
     /// Where to listen.
     pub listen: SocketAddr,
     /// UDP instead of TCP.
@@ -131,7 +153,7 @@ pub struct EchoConfig {
 /// A running echo server.
 pub struct EchoServer {
     local: SocketAddr,
-    running: Running<EchoStats>,
+    running: Running<Result<EchoStats, AcceptError>>,
 }
 
 /// Errors starting a server.
@@ -140,9 +162,12 @@ pub enum ServeError {
     /// Binding failed.
     #[error(transparent)]
     Net(#[from] NetError),
-    /// The runtime could not start.
+    /// The runtime could not start, or failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The acceptor stopped on an error (the server then stops).
+    #[error(transparent)]
+    Accept(#[from] AcceptError),
 }
 
 impl EchoServer {
@@ -158,6 +183,7 @@ impl EchoServer {
         };
         let udp = config.udp;
         let framed = config.framed;
+        let limits = config.limits;
         // Core 0 accepts (TCP); for UDP every core receives on its own duplicate of the socket.
         let listener = Arc::new(Mutex::new(Some(fd)));
         let running = runtime::start(config.runtime, move |core| {
@@ -168,7 +194,7 @@ impl EchoServer {
             } else {
                 None
             };
-            core_main(core, fd, udp, framed)
+            core_main(core, fd, udp, framed, limits)
         })?;
         Ok(EchoServer { local, running })
     }
@@ -183,17 +209,24 @@ impl EchoServer {
         self.running.handle()
     }
 
-    /// Waits for the server to stop and returns the counts summed over cores.
-    pub fn join(self) -> Result<EchoStats, RuntimeError> {
+    /// Waits for the server to stop and returns the counts summed over cores, or why it failed.
+    pub fn join(self) -> Result<EchoStats, ServeError> {
         let mut total = EchoStats::default();
         for s in self.running.join()? {
-            total.add(&s);
+            total += &s?;
         }
         Ok(total)
     }
 }
 
-async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, framed: Option<FramedOpts>) -> EchoStats {
+async fn core_main(
+    core: runtime::CoreInfo,
+    fd: Option<OwnedFd>,
+    udp: bool,
+    framed: Option<FramedOpts>,
+    limits: Limits,
+) -> Result<EchoStats, AcceptError> {
+    let mut failure = None;
     match (fd, udp) {
         (Some(fd), true) => {
             let sock = UdpSocket::from_fd(fd);
@@ -201,12 +234,13 @@ async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, fram
         }
         (Some(fd), false) => {
             let on_conn = Arc::new(move |stream: TcpStream| match framed {
-                Some(opts) => runtime::spawn_detached(echo_framed(stream, opts)),
-                None => runtime::spawn_detached(echo_tcp(stream)),
+                Some(opts) => runtime::spawn_detached(echo_framed(stream, opts, limits)),
+                None => runtime::spawn_detached(echo_tcp(stream, Limits { handshake: None, ..limits })),
             });
             if let Err(e) = serve_tcp(fd, core.handle.clone(), on_conn).await {
-                eprintln!("ringnode: accept failed: {e}");
+                tracing::error!(error = %e, "the acceptor stopped; stopping the server");
                 core.handle.shutdown();
+                failure = Some(e);
             }
         }
         (None, _) => runtime::shutdown_requested().await,
@@ -226,7 +260,65 @@ async fn core_main(core: runtime::CoreInfo, fd: Option<OwnedFd>, udp: bool, fram
         stats.pool = p;
     }
     stats.send = crate::net::send_stats();
-    stats
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+/// One connection's deadlines and the one timer that watches them. The timer is re-armed only
+/// when it fires (see [`Deadlines::check`]): activity costs a field write, not a timer operation.
+struct Watch {
+    deadlines: Deadlines,
+    timer: Option<Sleep>,
+}
+
+impl Watch {
+    fn new(limits: Limits) -> Watch {
+        let now = runtime::now();
+        let deadlines = Deadlines::new(limits, now);
+        let timer = match deadlines.check(now) {
+            Ok(Some(at)) => Some(runtime::sleep_until(at)),
+            _ => None,
+        };
+        Watch { deadlines, timer }
+    }
+
+    /// Runs `fut` to completion unless a limit passes first (then `fut` is dropped).
+    async fn guard<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Expiry> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Ok(fut.await);
+        };
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            match runtime::select(fut.as_mut(), &mut *timer).await {
+                Either::Left(v) => return Ok(v),
+                Either::Right(()) => match self.deadlines.check(runtime::now()) {
+                    Err(x) => {
+                        bump(|s| s.expired[x as usize] += 1);
+                        return Err(x);
+                    }
+                    Ok(Some(at)) => timer.reset(at),
+                    Ok(None) => timer.reset(runtime::now() + Duration::from_secs(86_400)),
+                },
+            }
+        }
+    }
+
+    fn activity(&mut self) {
+        self.deadlines.activity(runtime::now());
+    }
+
+    /// Sends what `tx` holds, bounded by the send limit.
+    async fn flush(&mut self, tx: &mut SendQueue) -> Result<std::io::Result<()>, Expiry> {
+        if tx.queued() == 0 {
+            return Ok(Ok(()));
+        }
+        self.deadlines.send_started(runtime::now());
+        let r = self.guard(tx.flush()).await;
+        self.deadlines.send_finished(runtime::now());
+        r
+    }
 }
 
 /// Counts a new connection and lists it among the core's open ones (so a stop can shut it).
@@ -244,23 +336,32 @@ async fn finish(stream: TcpStream, slot: usize, failed: bool) {
     let _ = stream.close().await;
 }
 
-/// Echoes one connection until end of stream or error. What arrives in a pool buffer goes back
-/// out of the same buffer: no copy in user space.
-async fn echo_tcp(stream: TcpStream) {
+/// Echoes one connection until end of stream, an error or a limit. What arrives in a pool buffer
+/// goes back out of the same buffer: no copy in user space.
+async fn echo_tcp(stream: TcpStream, limits: Limits) {
     let slot = register(&stream);
     let mut rx = stream.recv_stream();
+    let mut watch = Watch::new(limits);
     let mut failed = false;
-    while let Some(r) = rx.next().await {
-        let Ok(chunk) = r else {
-            failed = true;
-            break;
+    loop {
+        let chunk = match watch.guard(rx.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break,
+            Ok(Some(Err(_))) | Err(_) => {
+                failed = true;
+                break;
+            }
         };
+        watch.activity();
         let n = chunk.len() as u64;
         bump(|s| {
             s.messages_in += 1;
             s.bytes_in += n;
         });
-        if stream.send_all(chunk).await.0.is_err() {
+        watch.deadlines.send_started(runtime::now());
+        let sent = watch.guard(stream.send_all(chunk)).await;
+        watch.deadlines.send_finished(runtime::now());
+        if !matches!(sent, Ok((Ok(()), _))) {
             failed = true;
             break;
         }
@@ -276,26 +377,36 @@ async fn echo_tcp(stream: TcpStream) {
 /// Echoes DATA frames (and answers PINGs) on one connection. All frames decoded from one receive
 /// go back in one vectored send: each a header from the encoder and the payload as a slice of the
 /// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
-async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
+async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
     let slot = register(&stream);
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
+    dec.set_hold_limit(opts.receive_bound());
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
+    tx.set_pin_limit(opts.receive_bound());
+    let mut watch = Watch::new(limits);
     let hello = hello_payload();
-    let mut failed =
-        tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]).is_err() || tx.flush().await.is_err();
+    let _ = tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]);
+    let mut failed = !matches!(watch.flush(&mut tx).await, Ok(Ok(())));
     'conn: while !failed {
-        let chunk = match rx.next().await {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(_)) => {
+        let chunk = match watch.guard(rx.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(c))) => c,
+            Ok(Some(Err(_))) => {
+                failed = true;
+                break;
+            }
+            Err(x) => {
+                Box::pin(close_expired(&mut tx, &stream, x)).await;
                 failed = true;
                 break;
             }
         };
+        watch.activity();
         let n = chunk.len() as u64;
         bump(|s| s.bytes_in += n);
-        dec.push(chunk);
+        let pinned = crate::buf::pinned_size(&chunk);
+        dec.push_pinned(chunk, pinned);
         // A scratch list shared by the core's connections: an idle connection holds none.
         let mut parts = PARTS.take();
         loop {
@@ -311,15 +422,20 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
                     Kind::Close => {
                         // Send what was queued before the peer's CLOSE, then end.
                         PARTS.set(parts);
-                        let _ = tx.flush().await;
+                        let _ = watch.flush(&mut tx).await;
                         break 'conn;
                     }
-                    Kind::Hello | Kind::Pong => continue,
+                    Kind::Hello => {
+                        watch.deadlines.handshaken();
+                        continue;
+                    }
+                    Kind::Pong => continue,
                 },
                 Err(e) => {
                     bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
+                    PARTS.set(std::mem::take(&mut parts));
                     // Boxed: the cold path's state stays out of every connection's future.
-                    Box::pin(close_with_reason(&mut tx, &stream, e)).await;
+                    Box::pin(close_with_reason(&mut tx, &stream, e.code(), &e.to_string())).await;
                     break 'conn;
                 }
             };
@@ -328,9 +444,11 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
             let len: usize = parts.iter().map(|p| p.len()).sum();
             let h = header(reply_kind, 0, len as u32);
             if tx.push(&h, &parts).is_err() {
-                // Full: this connection waits for its own send; no other connection is held up.
-                if tx.flush().await.is_err() {
+                // Full: this connection waits for its own send (bounded by the send limit); no
+                // other connection is held up, and meanwhile its receive stops (RECV_QUEUE_CAP).
+                if !matches!(watch.flush(&mut tx).await, Ok(Ok(()))) {
                     failed = true;
+                    PARTS.set(std::mem::take(&mut parts));
                     break 'conn;
                 }
                 let _ = tx.push(&h, &parts);
@@ -344,7 +462,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
         }
         parts.clear();
         PARTS.set(parts);
-        if tx.flush().await.is_err() {
+        if !matches!(watch.flush(&mut tx).await, Ok(Ok(()))) {
             failed = true;
         }
     }
@@ -354,15 +472,28 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts) {
         s.decode.payload_bytes += d.payload_bytes;
         s.decode.spanning_frames += d.spanning_frames;
         s.decode.copied_bytes += d.copied_bytes;
+        s.decode.compacted_bytes += d.compacted_bytes;
     });
     drop(rx);
     finish(stream, slot, failed).await;
 }
 
+/// Tells a peer that passed the handshake or idle limit why its connection closes (a send that
+/// timed out has no room for that), within a second.
+async fn close_expired(tx: &mut SendQueue, stream: &TcpStream, x: Expiry) {
+    let code = match x {
+        Expiry::Handshake => crate::frame::CLOSE_HANDSHAKE_TIMEOUT,
+        Expiry::Idle => crate::frame::CLOSE_IDLE_TIMEOUT,
+        Expiry::Send => return,
+    };
+    let reason = format!("{} passed", x.name().replace('_', " "));
+    let _ = runtime::timeout(Duration::from_secs(1), close_with_reason(tx, stream, code, &reason)).await;
+}
+
 /// Tells the peer why its connection is closing (a CLOSE frame with the error's code), where the
 /// socket still allows it, and shuts the write side.
-async fn close_with_reason(tx: &mut SendQueue, stream: &TcpStream, e: crate::frame::FrameError) {
-    let close = close_frame(e.code(), &e.to_string());
+async fn close_with_reason(tx: &mut SendQueue, stream: &TcpStream, code: u16, reason: &str) {
+    let close = close_frame(code, reason);
     let close_header = header(Kind::Close, 0, close.payload.len() as u32);
     if tx.push(&close_header, std::slice::from_ref(&close.payload)).is_err() {
         let _ = tx.flush().await;
@@ -388,7 +519,7 @@ async fn echo_udp(sock: &UdpSocket) {
                 continue;
             }
             Err(e) => {
-                eprintln!("ringnode: udp receive failed: {e}");
+                tracing::error!(error = %e, "udp receive failed; this core stops echoing");
                 return;
             }
         };

@@ -32,7 +32,9 @@ impl FixedRegion {
     }
 }
 
-impl FixedBuf for FixedRegion {
+// SAFETY: the region is our own mapping, registered as fixed buffer 0 of this thread's ring in
+// `register`, and unmapped only in `Drop`.
+unsafe impl FixedBuf for FixedRegion {
     fn base(&self) -> *const u8 {
         self.base
     }

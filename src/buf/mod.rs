@@ -157,13 +157,9 @@ pub struct BufPool {
 }
 
 impl BufPool {
-    /// Maps the buffers and the ring and registers them with this thread's ring.
-    pub fn register() -> io::Result<BufPool> {
-        Self::register_with(PoolConfig::default())
-    }
-
-    /// Registers a pool with an explicit layout.
-    pub fn register_with(cfg: PoolConfig) -> io::Result<BufPool> {
+    /// Registers a pool with an explicit layout with this thread's ring (the core's one pool:
+    /// see [`with_pool`]).
+    pub(crate) fn register_with(cfg: PoolConfig) -> io::Result<BufPool> {
         assert!(cfg.count.is_power_of_two() && cfg.count <= 32768, "buffer count must be a power of two <= 32768");
         let count = cfg.count as usize;
         let map_len = cfg.buf_size * count;
@@ -189,6 +185,9 @@ impl BufPool {
         }
         ring::with_ring(|r| {
             r.set_buffer_discard(discard);
+            // The buffers stay mapped as long as the ring may write into them: if the ring is
+            // leaked with operations in flight, so is this reference and the memory.
+            r.keep_registered(Box::new(shared.clone()));
         });
         let mut pool = BufPool { shared, entries, entries_len, count: cfg.count, tail: 0, stats: PoolStats::default() };
         for bid in 0..count as u32 {
@@ -262,9 +261,18 @@ impl BufPool {
 
     /// Takes the data of a completion that selected a buffer: the `Bytes` leases it (one
     /// allocation) and hands it back when its last clone drops. `None` when it carried no buffer.
-    pub fn take(&mut self, c: &Completion) -> Option<Bytes> {
-        let bid = u32::from(io_uring::cqueue::buffer_select(c.flags)?);
-        let len = c.result.max(0) as usize;
+    /// Crate-private, and only ever given completions the ring reaped from this pool's group.
+    ///
+    /// # Panics
+    /// If the completion names a buffer outside the pool or a length beyond the buffer's size:
+    /// the kernel never does either, so that would be a forged completion.
+    pub(crate) fn take(&mut self, c: &Completion) -> Option<Bytes> {
+        let bid = u32::from(io_uring::cqueue::buffer_select(c.flags())?);
+        let len = c.result().max(0) as usize;
+        assert!(
+            (bid as usize) < self.shared.refs.len() && len <= self.shared.buf_size,
+            "completion names buffer {bid} with {len} bytes, outside the pool"
+        );
         // Each receive consumes a whole buffer: the kernel is done with it at this completion.
         let out = (len > 0).then(|| {
             self.shared.refs[bid as usize].fetch_add(1, Ordering::Relaxed);
@@ -322,7 +330,7 @@ pub fn recycle() {
 }
 
 /// Returns the buffer of a completion nobody will read (its operation was dropped).
-pub fn discard(c: &Completion) {
+pub(crate) fn discard(c: &Completion) {
     let _ = POOL.try_with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
             if let Some(p) = p.as_mut() {
@@ -332,18 +340,34 @@ pub fn discard(c: &Completion) {
     });
 }
 
-/// Drops this core's pool (after its ring has stopped using it).
-pub fn release_pool() {
+/// Drops this core's pool (its memory stays mapped while the ring keeps a reference to it).
+pub(crate) fn release_pool() {
     let _ = POOL.try_with(|p| p.borrow_mut().take());
 }
 
-/// Forgets this core's pool without unmapping it (the kernel may still use its buffers).
-pub fn leak_pool() {
-    let _ = POOL.try_with(|p| {
-        if let Some(pool) = p.borrow_mut().take() {
-            std::mem::forget(pool);
+
+/// The pool buffer `b` is a slice of — its start address and size — if it lies in this core's
+/// pool: keeping `b` alive keeps that whole buffer from the kernel.
+pub fn pool_buffer_of(b: &[u8]) -> Option<(usize, usize)> {
+    POOL.try_with(|p| {
+        let p = p.try_borrow().ok()?;
+        let p = p.as_ref()?;
+        let base = p.shared.base as usize;
+        let at = b.as_ptr() as usize;
+        if b.is_empty() || at < base || at >= base + p.shared.map_len {
+            return None;
         }
-    });
+        let size = p.shared.buf_size;
+        Some((base + (at - base) / size * size, size))
+    })
+    .ok()
+    .flatten()
+}
+
+/// What keeping `b` alive costs in receive memory: the size of the pool buffer it is a slice of,
+/// or its own length when it is not in this core's pool.
+pub fn pinned_size(b: &[u8]) -> usize {
+    pool_buffer_of(b).map_or(b.len(), |(_, size)| size)
 }
 
 /// This core's pool counters, if it has a pool.

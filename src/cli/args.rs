@@ -12,6 +12,19 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+    /// How events (warnings, errors) are written to standard error: one line each for a person,
+    /// or one JSON object each. `RUST_LOG` filters them (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `ringnode: warning: …`, one line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
 }
 
 /// The tools.
@@ -40,6 +53,15 @@ pub enum Command {
         /// Bytes a connection may have queued for sending (framed).
         #[arg(long, default_value = "4MiB", value_parser = parse_size)]
         send_limit: usize,
+        /// Close a framed connection whose HELLO has not arrived this long after accept (0: never).
+        #[arg(long, default_value = "10s", value_parser = parse_duration_or_zero)]
+        handshake_timeout: Duration,
+        /// Close a connection with nothing received or sent for this long (0: never).
+        #[arg(long, default_value = "300s", value_parser = parse_duration_or_zero)]
+        idle_timeout: Duration,
+        /// Close a connection whose send has waited this long for the peer to read (0: never).
+        #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero)]
+        send_timeout: Duration,
     },
     /// Load generator: echo, stream, framed, connect or http; closed loop, or open loop at a rate.
     Load(Box<LoadArgs>),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{Cli, Command, Failure, LoadArgs, LoadMode};
 use crate::echo::{EchoConfig, EchoServer, FramedOpts};
 use crate::load::{self, LoadConfig};
+use crate::net::Limits;
 use crate::report;
 use crate::ring::{Probe, RingError};
 use crate::runtime::RuntimeConfig;
@@ -16,15 +17,29 @@ const FD_RESERVE: u64 = 64;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    super::init_logging(cli.log_format);
     crate::sys::raise_nofile_limit();
     match cli.command {
-        Command::Echo { listen, cores, udp, framed, max_frame, zc_threshold, send_limit } => {
+        Command::Echo {
+            listen,
+            cores,
+            udp,
+            framed,
+            max_frame,
+            zc_threshold,
+            send_limit,
+            handshake_timeout,
+            idle_timeout,
+            send_timeout,
+        } => {
             let framed = framed.then(|| FramedOpts {
                 max_payload: u32::try_from(max_frame).unwrap_or(u32::MAX).min(crate::frame::MAX_PAYLOAD_LIMIT),
                 send_limit,
                 zc_threshold,
             });
-            echo(listen, cores, udp, framed)
+            let on = |d: Duration| (!d.is_zero()).then_some(d);
+            let limits = Limits { handshake: on(handshake_timeout), idle: on(idle_timeout), send: on(send_timeout) };
+            echo(listen, cores, udp, framed, limits)
         }
         Command::Load(args) => load_cmd(*args),
         Command::Report { files, svg, json } => report_cmd(&files, svg.as_deref(), json),
@@ -95,12 +110,18 @@ fn check_fd_budget(connections: usize, extra: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-fn echo(listen: SocketAddr, cores: Option<usize>, udp: bool, framed: Option<FramedOpts>) -> Result<(), Failure> {
+fn echo(
+    listen: SocketAddr,
+    cores: Option<usize>,
+    udp: bool,
+    framed: Option<FramedOpts>,
+    limits: Limits,
+) -> Result<(), Failure> {
     let cpus = pick_cpus(cores)?;
     let probe = require_io_uring()?;
     let mut rt = RuntimeConfig::on_cpus(&cpus, true, "echo");
     rt.handle_signals = true;
-    let server = EchoServer::start(EchoConfig { listen, udp, framed, runtime: rt })?;
+    let server = EchoServer::start(EchoConfig { listen, udp, framed, limits, runtime: rt })?;
     println!(
         "ringnode echo: listening on {} ({}, {} core(s), {})",
         server.local_addr(),
@@ -412,7 +433,8 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     let mut client_rt = client_rt;
     client_rt.handle_signals = true;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let server = EchoServer::start(EchoConfig { listen, udp: false, framed: None, runtime: server_rt })?;
+    let server =
+        EchoServer::start(EchoConfig { listen, udp: false, framed: None, limits: Limits::default(), runtime: server_rt })?;
     let target = server.local_addr();
     println!(
         "ringnode demo: echo server on {target}, {connections} connections × {size} B for {:.1} s ({layout})",

@@ -6,7 +6,10 @@
 mod args;
 mod commands;
 
-pub use args::{parse_duration, parse_size, parse_size_range, Cli, Command, LoadArgs, LoadMode};
+pub use args::{parse_duration, parse_size, parse_size_range, Cli, Command, LoadArgs, LoadMode, LogFormat};
+
+mod log;
+pub use log::init_logging;
 pub use commands::run;
 
 /// A failure with the exit code it maps to and one line for a person.
@@ -53,6 +56,7 @@ impl From<crate::echo::ServeError> for Failure {
         match e {
             crate::echo::ServeError::Runtime(r) => r.into(),
             crate::echo::ServeError::Net(n) => Failure::runtime(n.to_string()),
+            crate::echo::ServeError::Accept(a) => Failure::runtime(a.to_string()),
         }
     }
 }

@@ -21,12 +21,23 @@ pub struct DecodeStats {
     /// contiguous payload ([`FrameDecoder::next_frame`]); [`FrameDecoder::next_frame_parts`]
     /// copies nothing.
     pub copied_bytes: u64,
+    /// Bytes copied out of their receive buffers to bound the memory a connection holds (small
+    /// chunks of a frame that trickles in, each of which would otherwise pin a whole buffer).
+    pub compacted_bytes: u64,
 }
 
 /// A sans-IO frame decoder for one connection.
 #[derive(Debug)]
 pub struct FrameDecoder {
     chunks: VecDeque<Bytes>,
+    /// What each chunk keeps alive (its receive buffer's size), in step with `chunks`.
+    pins: VecDeque<usize>,
+    /// Sum of `pins`: receive memory this decoder holds.
+    held: usize,
+    /// Most receive memory to hold before small chunks are copied (compacted) instead.
+    hold_limit: usize,
+    /// Compacted bytes, logically after `chunks`; sealed into `chunks` when a frame completes.
+    tail: BytesMut,
     buffered: usize,
     max_payload: u32,
     require_hello: bool,
@@ -47,6 +58,10 @@ impl FrameDecoder {
     pub fn new(max_payload: u32) -> FrameDecoder {
         FrameDecoder {
             chunks: VecDeque::new(),
+            pins: VecDeque::new(),
+            held: 0,
+            hold_limit: usize::MAX,
+            tail: BytesMut::new(),
             buffered: 0,
             max_payload: max_payload.min(MAX_PAYLOAD_LIMIT),
             require_hello: true,
@@ -71,18 +86,67 @@ impl FrameDecoder {
         self.buffered
     }
 
-    /// Adds received bytes.
+    /// Bounds the receive memory this decoder holds (see [`FrameDecoder::push_pinned`]).
+    pub fn set_hold_limit(&mut self, limit: usize) {
+        self.hold_limit = limit;
+    }
+
+    /// Receive memory held: for each chunk, what it keeps alive.
+    pub fn held(&self) -> usize {
+        self.held + self.tail.capacity()
+    }
+
+    /// Adds received bytes (which keep only themselves alive).
     pub fn push(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() && self.failed.is_none() {
-            self.buffered += bytes.len();
-            self.chunks.push_back(bytes);
+        let n = bytes.len();
+        self.push_pinned(bytes, n);
+    }
+
+    /// Adds received bytes that keep `pinned` bytes alive (the receive buffer they are a slice
+    /// of). Once the chunks held would pass half the hold limit, chunks using less than a quarter
+    /// of their buffer are copied into one growing buffer instead (counted as compacted), and
+    /// past the limit every chunk is: so a peer trickling a large frame a byte at a time holds
+    /// about the frame's size, not a receive buffer per byte.
+    pub fn push_pinned(&mut self, bytes: Bytes, pinned: usize) {
+        if bytes.is_empty() || self.failed.is_some() {
+            return;
         }
+        let len = bytes.len();
+        let pinned = pinned.max(len);
+        self.buffered += len;
+        let after = self.held + self.tail.len() + pinned;
+        let wasteful = len.saturating_mul(4) < pinned;
+        if after > self.hold_limit || (after > self.hold_limit / 2 && wasteful) {
+            self.tail.extend_from_slice(&bytes);
+            self.stats.compacted_bytes += len as u64;
+            return;
+        }
+        self.seal_tail();
+        self.chunks.push_back(bytes);
+        self.pins.push_back(pinned);
+        self.held += pinned;
+    }
+
+    /// Moves the compacted bytes into the chunk list (keeping the order), as one chunk.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let b = self.tail.split().freeze();
+            self.pins.push_back(b.len());
+            self.held += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    fn pop_chunk(&mut self) -> Option<Bytes> {
+        let c = self.chunks.pop_front()?;
+        self.held -= self.pins.pop_front().unwrap_or(0);
+        Some(c)
     }
 
     fn peek_header(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         let mut n = 0;
-        for c in &self.chunks {
+        for c in self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..])) {
             let take = (HEADER_LEN - n).min(c.len());
             h[n..n + take].copy_from_slice(&c[..take]);
             n += take;
@@ -126,7 +190,7 @@ impl FrameDecoder {
                 return;
             }
             n -= front.len();
-            self.chunks.pop_front();
+            self.pop_chunk();
         }
     }
 
@@ -136,7 +200,7 @@ impl FrameDecoder {
         if front.len() >= len {
             let p = front.split_to(len);
             if front.is_empty() {
-                self.chunks.pop_front();
+                self.pop_chunk();
             }
             return p;
         }
@@ -151,7 +215,7 @@ impl FrameDecoder {
             out.extend_from_slice(&front[..take]);
             front.advance(take);
             if front.is_empty() {
-                self.chunks.pop_front();
+                self.pop_chunk();
             }
             need -= take;
         }
@@ -174,6 +238,7 @@ impl FrameDecoder {
         if self.buffered < HEADER_LEN + len as usize {
             return None;
         }
+        self.seal_tail();
         self.advance(HEADER_LEN);
         Some(Ok((kind, flags, len)))
     }
@@ -229,7 +294,7 @@ impl FrameDecoder {
                 break;
             }
             need -= front.len();
-            parts.push(self.chunks.pop_front().expect("front exists"));
+            parts.push(self.pop_chunk().expect("front exists"));
         }
         Some(self.finish(kind, &Bytes::new(), len).map(|()| (kind, flags, len)))
     }
@@ -237,6 +302,9 @@ impl FrameDecoder {
     fn fail(&mut self, e: FrameError) -> FrameError {
         self.failed = Some(e.clone());
         self.chunks.clear();
+        self.pins.clear();
+        self.held = 0;
+        self.tail = BytesMut::new();
         self.buffered = 0;
         e
     }

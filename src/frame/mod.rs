@@ -168,3 +168,7 @@ impl FrameError {
 
 /// Close code for a normal close.
 pub const CLOSE_NORMAL: u16 = 0;
+/// Close code: the peer did not complete the handshake (HELLO) within the server's limit.
+pub const CLOSE_HANDSHAKE_TIMEOUT: u16 = 10;
+/// Close code: nothing was received or sent within the server's idle limit.
+pub const CLOSE_IDLE_TIMEOUT: u16 = 11;

@@ -101,7 +101,7 @@ fn note_connect_error(run: &CoreRun, e: &NetError) {
     }
     drop(r);
     if !run.said_connect_error.replace(true) {
-        eprintln!("ringnode: connect failed: {e}");
+        tracing::warn!("connect failed: {e}");
     }
 }
 

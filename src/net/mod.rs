@@ -3,12 +3,14 @@
 //!
 //! Knows nothing of what the bytes mean.
 
+mod limits;
 mod send;
 mod tcp;
 mod udp;
 
+pub use limits::{Deadlines, Expiry, Limits};
 pub use send::{send_stats, Full, SendQueue, SendStats};
-pub use tcp::{serve_tcp, RecvStream, TcpListener, TcpStream};
+pub use tcp::{serve_tcp, AcceptError, RecvStream, TcpListener, TcpStream, RECV_QUEUE_CAP};
 pub use udp::UdpSocket;
 
 use std::io;

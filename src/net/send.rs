@@ -34,11 +34,14 @@ pub struct SendStats {
     pub zc_given_up: u64,
     /// Payload bytes of small units copied into a coalescing buffer.
     pub coalesced_bytes: u64,
+    /// Payload bytes copied instead of referenced because the receive buffers a queue would
+    /// otherwise keep alive passed its limit (see [`SendQueue::set_pin_limit`]).
+    pub unpinned_bytes: u64,
 }
 
 thread_local! {
     static STATS: Cell<SendStats> = const {
-        Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0, zc_given_up: 0, coalesced_bytes: 0 })
+        Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0, zc_given_up: 0, coalesced_bytes: 0, unpinned_bytes: 0 })
     };
 }
 
@@ -68,6 +71,11 @@ pub struct SendQueue {
     has_large: bool,
     /// Zero-copy sends in a row that the kernel reported as copied.
     copied_streak: u32,
+    /// Receive-pool memory the referenced units keep alive, and the most they may.
+    pinned: usize,
+    pin_limit: usize,
+    /// The pool buffer the last referenced part lies in (adjacent parts of one buffer count once).
+    last_pinned: usize,
 }
 
 /// Units up to this size are copied into the coalescing buffer by default.
@@ -93,6 +101,27 @@ impl SendQueue {
             zc_threshold,
             has_large: false,
             copied_streak: 0,
+            pinned: 0,
+            pin_limit: usize::MAX,
+            last_pinned: 0,
+        }
+    }
+
+    /// Bounds the receive-pool memory the queued units may keep alive: a unit that would pass it
+    /// is copied instead of referenced (counted as `unpinned_bytes`), so that a peer that does
+    /// not read cannot hold a receive buffer for every few bytes it sent.
+    pub fn set_pin_limit(&mut self, limit: usize) {
+        self.pin_limit = limit;
+    }
+
+    fn pin_cost(&mut self, part: &[u8]) -> usize {
+        match crate::buf::pool_buffer_of(part) {
+            Some((start, _)) if start == self.last_pinned => 0,
+            Some((start, size)) => {
+                self.last_pinned = start;
+                size
+            }
+            None => 0,
         }
     }
 
@@ -116,11 +145,25 @@ impl SendQueue {
         }
         self.small.reserve(prefix.len());
         self.small.extend_from_slice(prefix);
-        if len <= self.coalesce_max {
+        let mut copy = len <= self.coalesce_max;
+        if !copy && self.pin_limit != usize::MAX {
+            let last = self.last_pinned;
+            let cost: usize = parts.iter().map(|p| self.pin_cost(p)).sum();
+            if self.pinned + cost > self.pin_limit {
+                self.last_pinned = last;
+                copy = true;
+                bump(|s| s.unpinned_bytes += payload as u64);
+            } else {
+                self.pinned += cost;
+            }
+        }
+        if copy {
             for p in parts {
                 self.small.extend_from_slice(p);
             }
-            bump(|s| s.coalesced_bytes += payload as u64);
+            if len <= self.coalesce_max {
+                bump(|s| s.coalesced_bytes += payload as u64);
+            }
             return Ok(());
         }
         self.seal_small();
@@ -150,6 +193,8 @@ impl SendQueue {
         let zc = self.has_large;
         self.queued = 0;
         self.has_large = false;
+        self.pinned = 0;
+        self.last_pinned = 0;
         let mut bufs = bufs;
         let mut off = 0;
         while off < total {
@@ -211,8 +256,8 @@ async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usiz
     let mut was_copied = None;
     // The first completion is the send's result; a notification follows when it had F_MORE.
     while let Some(c) = op.next().await {
-        if io_uring::cqueue::notif(c.flags) {
-            let copied = c.result as u32 & NOTIF_USAGE_ZC_COPIED != 0;
+        if io_uring::cqueue::notif(c.flags()) {
+            let copied = c.result() as u32 & NOTIF_USAGE_ZC_COPIED != 0;
             was_copied = Some(copied);
             bump(|s| if copied { s.zc_copied += 1 } else { s.zc_zero_copy += 1 });
         } else {

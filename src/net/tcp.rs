@@ -48,10 +48,41 @@ impl TcpListener {
     }
 }
 
+/// Why the acceptor stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[error("accepting connections failed: {0}")]
+pub struct AcceptError(#[from] pub io::Error);
+
+/// Logs "out of descriptors" at most once a second, with how many accepts it covers.
+struct FdShortage {
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl FdShortage {
+    fn note(&mut self, e: &io::Error) {
+        self.count += 1;
+        let now = runtime::now();
+        if self.last.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+            tracing::warn!(
+                count = self.count,
+                nofile_limit = crate::sys::nofile_limit().0,
+                "accept: {e}; connections wait in the backlog until descriptors free up"
+            );
+            self.last = Some(now);
+            self.count = 0;
+        }
+    }
+}
+
 /// Accepts on `listener` (on the calling core, with multishot accept) until shutdown, and hands
 /// each connection round-robin to a core of `handle`, where `on_conn` runs with it. One acceptor
 /// that deals connections in turn balances exactly by count (see `docs/ARCHITECTURE.md`).
-pub async fn serve_tcp<F>(listener: OwnedFd, handle: Handle, on_conn: Arc<F>) -> io::Result<()>
+///
+/// Transient errors (a connection reset before it was taken, descriptors running out for a
+/// while) are counted, logged at most once a second, and accepting goes on; any other error ends
+/// the acceptor with that error, and the server should stop (exit 1).
+pub async fn serve_tcp<F>(listener: OwnedFd, handle: Handle, on_conn: Arc<F>) -> Result<(), AcceptError>
 where
     F: Fn(TcpStream) + Send + Sync + 'static,
 {
@@ -59,6 +90,7 @@ where
     let mut next = 0usize;
     let cores = handle.cores();
     let me = runtime::current_core();
+    let mut shortage = FdShortage { last: None, count: 0 };
     'rearm: loop {
         let mut accepts = ops::accept_multi(fd.clone());
         loop {
@@ -67,26 +99,28 @@ where
                 runtime::Either::Left(None) => continue 'rearm,
                 runtime::Either::Right(()) => return Ok(()),
             };
-            if c.result < 0 {
-                let e = io::Error::from_raw_os_error(-c.result);
-                match c.result {
-                    // Transient: a connection reset before we took it, or descriptors ran out for
-                    // a moment. Keep accepting.
-                    r if r == -libc::ECONNABORTED || r == -libc::EMFILE || r == -libc::ENFILE || r == -libc::EINTR => {
-                        if r == -libc::EMFILE || r == -libc::ENFILE {
-                            eprintln!("ringnode: accept: {e}; the open-file limit is {}", crate::sys::nofile_limit().0);
-                            runtime::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                        if !c.more() {
-                            continue 'rearm;
-                        }
-                        continue;
+            if c.result() < 0 {
+                let e = io::Error::from_raw_os_error(-c.result());
+                match -c.result() {
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                        // Out of descriptors or memory for a moment: the connection stays in the
+                        // backlog. Wait a little (do not spin on the error) and go on.
+                        shortage.note(&e);
+                        runtime::sleep(std::time::Duration::from_millis(50)).await;
                     }
-                    r if r == -libc::ECANCELED => return Ok(()),
-                    _ => return Err(e),
+                    // Reset before we took it, or interrupted: nothing to report.
+                    libc::ECONNABORTED | libc::EINTR | libc::EPROTO => {}
+                    // Cancelled by someone other than our shutdown (which returns above): re-arm.
+                    libc::ECANCELED if !runtime::is_shutting_down() => {}
+                    libc::ECANCELED => return Ok(()),
+                    _ => return Err(AcceptError(e)),
                 }
+                if !c.more() {
+                    continue 'rearm;
+                }
+                continue;
             }
-            let conn = ops::adopt_fd(c.result);
+            let conn = ops::adopt_fd(c.result());
             let target = next % cores;
             next = next.wrapping_add(1);
             if target == me {
@@ -229,6 +263,11 @@ impl TcpStream {
 /// Size of the receive that replaces the pool's when it has run dry.
 const HEAP_RECV: usize = 64 * 1024;
 
+/// Receive completions a stream may leave unread before its multishot receive is stopped (and
+/// re-armed once the reader catches up): a connection whose reader is busy elsewhere — waiting
+/// for a peer that does not read its replies — holds at most this many pool buffers in the ring.
+pub const RECV_QUEUE_CAP: u16 = 4;
+
 /// Chunks received on a stream, leased from the core's buffer pool (see [`TcpStream::recv_stream`]).
 pub struct RecvStream {
     fd: SharedFd,
@@ -261,7 +300,11 @@ impl RecvStream {
             }
             let op = match &mut self.op {
                 Some(op) => op,
-                None => self.op.insert(ops::recv_multi(self.fd.clone(), crate::buf::POOL_BGID)),
+                None => {
+                    let op = ops::recv_multi(self.fd.clone(), crate::buf::POOL_BGID);
+                    op.cap(RECV_QUEUE_CAP);
+                    self.op.insert(op)
+                }
             };
             let Some(c) = op.next().await else {
                 self.op = None;
@@ -271,7 +314,7 @@ impl RecvStream {
                 // The kernel ended this multishot; the next call arms a new one.
                 self.op = None;
             }
-            if c.result == -libc::ENOBUFS {
+            if c.result() == -libc::ENOBUFS {
                 let recycled = crate::buf::with_pool(|p| {
                     p.note_enobufs();
                     p.recycle()
@@ -286,8 +329,13 @@ impl RecvStream {
                 }
                 continue;
             }
-            if c.result < 0 {
-                return Some(Err(io::Error::from_raw_os_error(-c.result)));
+            if c.result() == -libc::ECANCELED {
+                // Stopped because this reader fell behind (see RECV_QUEUE_CAP); it has caught
+                // up now: re-arm.
+                continue;
+            }
+            if c.result() < 0 {
+                return Some(Err(io::Error::from_raw_os_error(-c.result())));
             }
             let data = match crate::buf::with_pool(|p| p.take(&c)) {
                 Ok(d) => d,
@@ -295,7 +343,7 @@ impl RecvStream {
             };
             match data {
                 Some(b) => return Some(Ok(b)),
-                None if c.result == 0 => return None,
+                None if c.result() == 0 => return None,
                 None => continue,
             }
         }

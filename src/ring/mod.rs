@@ -26,7 +26,8 @@ pub mod ops;
 mod probe;
 
 pub use error::{classify_setup_error, RingError};
-pub use op::{install, try_with_ring, uninstall, with_ring, Op, OpStream};
+pub(crate) use op::{install, try_with_ring, uninstall, with_ring};
+pub use op::{current_in_flight, current_stats, Op, OpStream};
 pub use probe::{features_in_use, Probe, SetupMode};
 
 use std::any::Any;
@@ -56,16 +57,31 @@ const CQE_F_BUFFER: u32 = 1;
 pub const SQ_ENTRIES: u32 = 1024;
 const CQ_FACTOR: u32 = 8;
 
-/// What the kernel returned for one operation.
+/// What the kernel returned for one operation. Only the ring makes these (from completion queue
+/// entries, or an error for an operation that could not be submitted): a completion is evidence
+/// of what the kernel did, so user code cannot forge one (a forged buffer id would lease a buffer
+/// the kernel still owns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
-    /// The result: a count or a descriptor when `>= 0`, `-errno` otherwise.
-    pub result: i32,
-    /// The CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER`, …).
-    pub flags: u32,
+    result: i32,
+    flags: u32,
 }
 
 impl Completion {
+    pub(crate) fn new(result: i32, flags: u32) -> Completion {
+        Completion { result, flags }
+    }
+
+    /// The result: a count or a descriptor when `>= 0`, `-errno` otherwise.
+    pub fn result(&self) -> i32 {
+        self.result
+    }
+
+    /// The CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER`, …).
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
     /// The result as `io::Result`.
     pub fn into_result(self) -> io::Result<u32> {
         if self.result >= 0 {
@@ -84,7 +100,17 @@ impl Completion {
 enum State {
     Waiting(Option<Waker>),
     Done(Completion),
-    Streaming { queue: VecDeque<Completion>, waker: Option<Waker>, finished: bool },
+    Streaming {
+        queue: VecDeque<Completion>,
+        waker: Option<Waker>,
+        finished: bool,
+        /// Completions the owner may leave unread before the ring asks the kernel to stop the
+        /// operation (a reader that falls behind stops a multishot receive instead of letting it
+        /// take buffer after buffer); 0 for no limit.
+        cap: u16,
+        /// A cancel was asked for because the reader fell behind.
+        capped: bool,
+    },
     Orphaned { _resources: Box<dyn Any>, multishot: bool },
 }
 
@@ -128,10 +154,30 @@ pub struct RingStats {
     pub completions: u64,
     /// Operations whose owner went away while the kernel still held them.
     pub orphaned: u64,
+    /// Multishot operations stopped because their reader fell behind (re-armed when it catches up).
+    pub capped: u64,
 }
+
+/// How long an `io_uring_enter` may wait for a completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Do not wait: submit and collect what is ready.
+    No,
+    /// Until at least one completion arrives.
+    Forever,
+    /// Until a completion arrives or this much time has passed (the nearest timer of the core).
+    For(std::time::Duration),
+}
+
+/// How many times `push` retries a full submission queue whose kernel side stays busy.
+const PUSH_RETRIES: u32 = 10_000;
 
 /// One io_uring with its table of in-flight operations. Not `Send`: it lives and dies on the thread
 /// that created it (`SINGLE_ISSUER`).
+///
+/// Dropping a ring cancels everything in flight and waits (up to two seconds) for the kernel to
+/// give it back; what the kernel still holds after that — and the memory registered with the
+/// ring — is leaked rather than freed, since the kernel may still write into it.
 pub struct Ring {
     uring: IoUring,
     ops: Slab<Slot>,
@@ -142,6 +188,11 @@ pub struct Ring {
     discard_buffer: Option<fn(&Completion)>,
     /// Cores whose `MSG_RING` wake-up failed, for the runtime to wake another way.
     failed_wakes: Vec<usize>,
+    /// Memory registered with this ring (buffer rings, fixed buffers): kept alive as long as the
+    /// ring, and leaked with it if the kernel does not let go.
+    registered: Vec<Box<dyn Any>>,
+    /// The first error `io_uring_enter` returned that is not worth retrying: the ring is unusable.
+    failure: Option<io::Error>,
 }
 
 impl Ring {
@@ -176,6 +227,8 @@ impl Ring {
                         stats: RingStats::default(),
                         discard_buffer: None,
                         failed_wakes: Vec::new(),
+                        registered: Vec::new(),
+                        failure: None,
                     })
                 }
                 // EINVAL: this kernel does not know these flags; try the next, simpler set.
@@ -213,54 +266,86 @@ impl Ring {
         Ok(probe)
     }
 
-    /// Queues one entry, submitting first if the submission queue is full.
+    /// Queues one entry, submitting first if the submission queue is full. Fails only when the
+    /// ring itself has failed (see [`Ring::failure`]).
     ///
     /// # Safety
     /// Every pointer in `entry` must stay valid until the entry's final completion is reaped.
-    pub unsafe fn push(&mut self, entry: &squeue::Entry) {
-        loop {
+    pub(crate) unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        for _ in 0..PUSH_RETRIES {
+            if let Some(e) = &self.failure {
+                return Err(io::Error::new(e.kind(), e.to_string()));
+            }
             // SAFETY: the caller guarantees the entry's pointers outlive the operation.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
                 self.stats.submitted += 1;
-                return;
+                return Ok(());
             }
             // Full: hand what we have to the kernel, then retry. If it still has no room (the
             // completion queue is backed up: EBUSY), make room by reaping. Mailbox tokens can be
             // dropped here: the core checks its mailbox flag every turn.
-            if let Err(e) = self.enter(false) {
-                // Nothing sensible can be done with an SQE we cannot queue; the operation's
-                // owner would wait forever, so fail loudly instead.
-                panic!("io_uring submission failed: {e}");
-            }
+            self.enter(Wait::No)?;
             if self.uring.submission().is_full() {
                 self.reap_into(&mut |_, _| {});
             }
         }
+        let e = io::Error::new(io::ErrorKind::WouldBlock, "the submission queue stayed full");
+        self.failure = Some(io::Error::new(e.kind(), e.to_string()));
+        Err(e)
     }
 
-    /// Submits `entry` as a new operation and returns its key.
+    /// Submits `entry` as a new operation and returns its key. If the ring has failed, the
+    /// operation completes at once with the error instead (its owner sees it on the first poll).
     ///
     /// # Safety
     /// Every pointer in `entry` must stay valid until the operation's final completion: the caller
     /// keeps the pointed-to memory in the [`Op`] that owns the key (which hands it to
     /// [`Ring::orphan`] if it is dropped early).
-    pub unsafe fn submit(&mut self, entry: squeue::Entry, kind: OpKind) -> usize {
+    pub(crate) unsafe fn submit(&mut self, entry: squeue::Entry, kind: OpKind) -> usize {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let state = if kind == OpKind::Single {
             State::Waiting(None)
         } else {
-            State::Streaming { queue: VecDeque::new(), waker: None, finished: false }
+            State::Streaming { queue: VecDeque::new(), waker: None, finished: false, cap: 0, capped: false }
         };
         let key = self.ops.insert(Slot { generation, state, fds: kind == OpKind::MultishotFds });
         let entry = entry.user_data(user_data(key, generation));
         // SAFETY: forwarded from the caller.
-        unsafe { self.push(&entry) };
+        if let Err(e) = unsafe { self.push(&entry) } {
+            // Never queued: the kernel holds nothing, so the owner may have its resources back.
+            let c = Completion::new(-e.raw_os_error().unwrap_or(libc::EIO), 0);
+            self.ops[key].state = match kind {
+                OpKind::Single => State::Done(c),
+                _ => State::Streaming { queue: VecDeque::from([c]), waker: None, finished: true, cap: 0, capped: false },
+            };
+        }
         key
     }
 
+    /// Limits how many completions of the multishot operation `key` may wait unread: when the
+    /// reader falls that far behind, the ring cancels the operation (the completions already
+    /// queued stay readable, the last one says `ECANCELED`) so that it stops taking buffers.
+    pub(crate) fn cap_stream(&mut self, key: usize, cap: u16) {
+        if let State::Streaming { cap: c, .. } = &mut self.ops[key].state {
+            *c = cap;
+        }
+    }
+
+    /// The error that made this ring unusable, if any: an `io_uring_enter` failure other than
+    /// the transient `EINTR`, `EAGAIN` and `EBUSY`.
+    pub fn failure(&self) -> Option<&io::Error> {
+        self.failure.as_ref()
+    }
+
+    /// Keeps `memory` (registered with this ring) alive as long as the ring, and leaks it with
+    /// the ring if the kernel never gives back what it holds.
+    pub(crate) fn keep_registered(&mut self, memory: Box<dyn Any>) {
+        self.registered.push(memory);
+    }
+
     /// Polls a single-shot operation: `Ready` once, after which the key is freed.
-    pub fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+    pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
         let slot = &mut self.ops[key];
         match &mut slot.state {
             State::Done(c) => {
@@ -281,10 +366,10 @@ impl Ring {
 
     /// Polls a multishot operation: `Some` per completion, `None` after the final one (the key is
     /// then freed).
-    pub fn poll_stream(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+    pub(crate) fn poll_stream(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let slot = &mut self.ops[key];
         match &mut slot.state {
-            State::Streaming { queue, waker, finished } => {
+            State::Streaming { queue, waker, finished, .. } => {
                 if let Some(c) = queue.pop_front() {
                     return Poll::Ready(Some(c));
                 }
@@ -303,7 +388,7 @@ impl Ring {
     }
 
     /// Sets what happens to the provided buffer of a completion whose operation was dropped.
-    pub fn set_buffer_discard(&mut self, f: fn(&Completion)) {
+    pub(crate) fn set_buffer_discard(&mut self, f: fn(&Completion)) {
         self.discard_buffer = Some(f);
     }
 
@@ -327,7 +412,7 @@ impl Ring {
     /// `addr` must be a page-aligned mapping of `entries` buffer-ring entries that stays valid until
     /// [`Ring::unregister_buf_ring`] or the ring's end, and every buffer published in it must stay
     /// valid as long.
-    pub unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16, bgid: u16, flags: u16) -> io::Result<()> {
+    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16, bgid: u16, flags: u16) -> io::Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { self.uring.submitter().register_buf_ring_with_flags(addr, entries, bgid, flags) }
     }
@@ -337,24 +422,24 @@ impl Ring {
     /// # Safety
     /// Every iovec must describe memory that stays valid until the buffers are unregistered (or
     /// the ring ends).
-    pub unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> io::Result<()> {
+    pub(crate) unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> io::Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { self.uring.submitter().register_buffers(bufs) }
     }
 
     /// Unregisters the ring's fixed buffers.
-    pub fn unregister_buffers(&mut self) -> io::Result<()> {
+    pub(crate) fn unregister_buffers(&mut self) -> io::Result<()> {
         self.uring.submitter().unregister_buffers()
     }
 
     /// Unregisters a provided-buffer ring.
-    pub fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
         self.uring.submitter().unregister_buf_ring(bgid)
     }
 
     /// The owner of `key` went away. If the kernel is done with it, free it now; otherwise keep
     /// `resources` alive until its final completion and ask the kernel to cancel it.
-    pub fn orphan(&mut self, key: usize, resources: Box<dyn Any>) {
+    pub(crate) fn orphan(&mut self, key: usize, resources: Box<dyn Any>) {
         let slot = &mut self.ops[key];
         let fds = slot.fds;
         // Completions queued for the owner carry buffers or descriptors nobody will read now.
@@ -384,37 +469,60 @@ impl Ring {
         slot.state = State::Orphaned { _resources: resources, multishot };
         self.stats.orphaned += 1;
         let cancel = opcode::AsyncCancel::new(target).build().user_data(TOKEN_IGNORE);
-        // SAFETY: a cancel request holds no pointers.
-        unsafe { self.push(&cancel) };
+        // SAFETY: a cancel request holds no pointers. If it cannot be queued (the ring failed),
+        // the slot stays orphaned and the ring's drop leaks it.
+        let _ = unsafe { self.push(&cancel) };
     }
 
-    /// Submits queued entries and, when `wait` is set, blocks until at least one completion is
-    /// ready. Always asks for completions (`GETEVENTS`), which `DEFER_TASKRUN` needs to run the
-    /// deferred work that produces them. One call per loop turn.
-    pub fn enter(&mut self, wait: bool) -> io::Result<()> {
+    /// Submits queued entries and waits as `wait` says. Always asks for completions
+    /// (`GETEVENTS`), which `DEFER_TASKRUN` needs to run the deferred work that produces them. One
+    /// call per loop turn. `EINTR`, `EAGAIN` and `EBUSY` are transient (the caller reaps and comes
+    /// back); any other error is returned, remembered, and makes the ring unusable.
+    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        if let Some(e) = &self.failure {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
         let to_submit = self.uring.submission().len() as u32;
         self.stats.enters += 1;
-        let mut flags = io_uring::EnterFlags::GETEVENTS.bits();
+        let mut flags = io_uring::EnterFlags::GETEVENTS;
         // Kernels with NO_IOWAIT (6.15+): a core waiting for network completions is idle, not
         // waiting on a disk, and should not show as iowait in top/vmstat.
-        if wait && self.uring.params().is_feature_no_iowait() {
-            flags |= io_uring::EnterFlags::NO_IOWAIT.bits();
+        if wait != Wait::No && self.uring.params().is_feature_no_iowait() {
+            flags |= io_uring::EnterFlags::NO_IOWAIT;
         }
-        // SAFETY: no argument pointer is passed; the entries in the queue were pushed with the
-        // guarantees `push` demands.
-        let r = unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, u32::from(wait), flags, None) };
+        let r = match wait {
+            // SAFETY: no argument pointer is passed; the entries in the queue were pushed with
+            // the guarantees `push` demands.
+            Wait::No => unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, 0, flags.bits(), None) },
+            // SAFETY: as above.
+            Wait::Forever => unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, 1, flags.bits(), None) },
+            Wait::For(d) => {
+                // The nearest deadline as the enter's own timeout (EXT_ARG): no timeout operation.
+                let ts = io_uring::types::Timespec::from(d);
+                let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+                let flags = flags | io_uring::EnterFlags::EXT_ARG;
+                // SAFETY: `SubmitArgs` is `repr(transparent)` over the kernel's getevents argument,
+                // whose size `enter` passes; it and the timespec live until the call returns.
+                unsafe { self.uring.submitter().enter(to_submit, 1, flags.bits(), Some(&args)) }
+            }
+        };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
-            // EBUSY: the completion queue is full; the caller reaps and comes back.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => match e.raw_os_error() {
+                // Interrupted; the wait timed out; the completion queue is full (the caller
+                // reaps and comes back); the kernel could not allocate for a moment.
+                Some(libc::EINTR) | Some(libc::ETIME) | Some(libc::EBUSY) | Some(libc::EAGAIN) => Ok(()),
+                _ => {
+                    self.failure = Some(io::Error::new(e.kind(), e.to_string()));
+                    Err(e)
+                }
+            },
         }
     }
 
     /// Moves every ready completion to its operation and wakes the waiter. Completions carrying a
     /// reserved token (such as [`TOKEN_MAILBOX`]) go to `special`. Returns how many were reaped.
-    pub fn reap(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
+    pub(crate) fn reap(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
         self.reap_into(special)
     }
 
@@ -450,13 +558,22 @@ impl Ring {
                         w.wake();
                     }
                 }
-                State::Streaming { queue, waker, finished } => {
+                State::Streaming { queue, waker, finished, cap, capped } => {
                     if !c.more() {
                         *finished = true;
                     }
                     queue.push_back(c);
                     if let Some(w) = waker.take() {
                         w.wake();
+                    }
+                    if *cap > 0 && !*finished && !*capped && queue.len() >= usize::from(*cap) {
+                        // The reader fell behind: stop the operation rather than let it take
+                        // more buffers. What is queued stays readable; the owner re-arms later.
+                        *capped = true;
+                        self.stats.capped += 1;
+                        let cancel = opcode::AsyncCancel::new(ud).build().user_data(TOKEN_IGNORE);
+                        // SAFETY: a cancel request holds no pointers.
+                        let _ = unsafe { self.push(&cancel) };
                     }
                 }
                 State::Orphaned { multishot, .. } => {
@@ -481,39 +598,68 @@ impl Ring {
     /// Sends a `MSG_RING` to core `target_core`'s ring that posts a completion carrying `token`
     /// there. The sender gets no completion on success; a failure is remembered (see
     /// [`Ring::take_failed_wakes`]).
-    pub fn msg_ring(&mut self, target_ring_fd: RawFd, target_core: usize, token: u64) {
+    pub(crate) fn msg_ring(&mut self, target_ring_fd: RawFd, target_core: usize, token: u64) {
         let entry = opcode::MsgRingData::new(io_uring::types::Fd(target_ring_fd), 0, token, None)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(TOKEN_WAKE_BASE + target_core.min(MAX_CORES - 1) as u64);
-        // SAFETY: a MSG_RING data message holds no pointers into our memory.
-        unsafe { self.push(&entry) };
+        // SAFETY: a MSG_RING data message holds no pointers into our memory. If the ring has
+        // failed, the core stops and the target is woken by its own shutdown path.
+        if unsafe { self.push(&entry) }.is_err() {
+            self.failed_wakes.push(target_core);
+        }
     }
 
     /// Cores whose wake-up by `MSG_RING` failed since the last call.
-    pub fn take_failed_wakes(&mut self, into: &mut Vec<usize>) {
+    pub(crate) fn take_failed_wakes(&mut self, into: &mut Vec<usize>) {
         into.append(&mut self.failed_wakes);
     }
 
     /// Cancels everything in flight and waits (up to `limit`) for the kernel to finish with it, so
     /// no buffer is freed while the kernel may still use it. Returns operations left over.
-    pub fn drain(&mut self, limit: std::time::Duration) -> usize {
+    pub(crate) fn drain(&mut self, limit: std::time::Duration) -> usize {
         let keys: Vec<(usize, u32)> = self.ops.iter().map(|(k, s)| (k, s.generation)).collect();
         for (key, generation) in keys {
             let cancel = opcode::AsyncCancel::new(user_data(key, generation)).build().user_data(TOKEN_IGNORE);
             // SAFETY: a cancel request holds no pointers.
-            unsafe { self.push(&cancel) };
+            if unsafe { self.push(&cancel) }.is_err() {
+                break;
+            }
         }
         let deadline = std::time::Instant::now() + limit;
-        while self.ops.iter().any(|(_, s)| s.state.kernel_holds()) && std::time::Instant::now() < deadline {
-            let ts = io_uring::types::Timespec::new().nsec(10_000_000);
-            let args = io_uring::types::SubmitArgs::new().timespec(&ts);
-            let _ = self.uring.submitter().submit_with_args(1, &args);
+        while self.holds_kernel_ops() && std::time::Instant::now() < deadline {
+            if self.enter(Wait::For(std::time::Duration::from_millis(10))).is_err() {
+                break;
+            }
             self.reap_into(&mut |_, _| {});
         }
         self.ops.iter().filter(|(_, s)| s.state.kernel_holds()).count()
     }
+
+    fn holds_kernel_ops(&self) -> bool {
+        self.ops.iter().any(|(_, s)| s.state.kernel_holds())
+    }
 }
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.ops.is_empty() || !self.holds_kernel_ops() {
+            return;
+        }
+        let left = self.drain(DRAIN_LIMIT);
+        if left > 0 {
+            // The kernel may still read or write the memory these operations lent it (a
+            // zero-copy send to a peer that stopped reading, a ring that cannot enter any more):
+            // leak it, and the registered buffers, rather than free it under the kernel.
+            tracing::warn!(left, "io_uring dropped with operations the kernel still holds; leaking their memory");
+            std::mem::forget(std::mem::take(&mut self.ops));
+            std::mem::forget(std::mem::take(&mut self.registered));
+        }
+    }
+}
+
+/// How long a dropped ring waits for the kernel to give back what it holds.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn user_data(key: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | key as u64

@@ -14,18 +14,29 @@ thread_local! {
     static CURRENT: RefCell<Option<Ring>> = const { RefCell::new(None) };
 }
 
-/// Installs `ring` as this thread's ring. Returns the ring that was there.
-pub fn install(ring: Ring) -> Option<Ring> {
+/// Installs `ring` as this thread's ring. Returns the ring that was there. Crate-private: swapping
+/// the ring under live operations would let their keys name another ring's slots.
+pub(crate) fn install(ring: Ring) -> Option<Ring> {
     CURRENT.with(|c| c.borrow_mut().replace(ring))
 }
 
 /// Removes this thread's ring.
-pub fn uninstall() -> Option<Ring> {
+pub(crate) fn uninstall() -> Option<Ring> {
     CURRENT.with(|c| c.borrow_mut().take())
 }
 
+/// The counters of this thread's ring, if it has one (a core of the runtime).
+pub fn current_stats() -> Option<super::RingStats> {
+    try_with_ring(|r| r.stats())
+}
+
+/// Operations in flight on this thread's ring (including orphaned ones), if it has one.
+pub fn current_in_flight() -> Option<usize> {
+    try_with_ring(|r| r.in_flight())
+}
+
 /// Runs `f` with this thread's ring if it has one that is not in use; `None` otherwise.
-pub fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
+pub(crate) fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
     CURRENT.try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.as_mut().map(f))).ok().flatten()
 }
 
@@ -33,7 +44,7 @@ pub fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
 ///
 /// # Panics
 /// When the thread has no ring: operations only exist inside the runtime.
-pub fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
+pub(crate) fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         let ring = c.as_mut().expect("no io_uring on this thread: run this inside the ringnode runtime");
@@ -123,6 +134,13 @@ impl<T: 'static> OpStream<T> {
         // SAFETY: forwarded, as in `Op::submit`.
         let key = with_ring(|r| unsafe { r.submit(entry, kind) });
         OpStream { key: Some(key), data: Some(data), _local: std::marker::PhantomData }
+    }
+
+    /// Stops the operation once `cap` completions wait unread (see `Ring::cap_stream`).
+    pub(crate) fn cap(&self, cap: u16) {
+        if let Some(key) = self.key {
+            with_ring(|r| r.cap_stream(key, cap));
+        }
     }
 
     /// The next completion, or `None` once the kernel has ended the operation.

@@ -18,16 +18,39 @@ use super::OpKind;
 /// of them is gone, so its number cannot be reused under an operation the kernel still holds.
 pub type SharedFd = Rc<OwnedFd>;
 
-/// Memory the kernel reads from in a send. Implementations hand out a pointer into a heap
-/// allocation (or static memory) that does not move when the value moves.
-pub trait IoBuf: 'static {
+/// Memory the kernel reads from in a send.
+///
+/// # Safety
+/// The kernel reads `bytes_len()` bytes at `stable_ptr()` after the value has been moved into the
+/// operation, and until the operation's final completion. An implementation must therefore
+/// guarantee that:
+/// - `stable_ptr()` points to `bytes_len()` initialised bytes in memory that the value owns or
+///   borrows for `'static` — a heap allocation or static memory, never the value itself (a pointer
+///   into an inline array would dangle once the value moves into the operation);
+/// - moving the value does not move or free that memory, and neither does anything else while
+///   the value is alive (no interior mutability that reallocates it);
+/// - both methods return the same answer every time they are called on the same value.
+///
+/// Implementing it for a type that keeps its bytes inline is exactly the mistake this contract
+/// exists to prevent, which is why the trait is `unsafe`:
+///
+/// ```compile_fail
+/// struct Inline([u8; 16]);
+/// // error[E0200]: the trait `IoBuf` requires an `unsafe impl` declaration
+/// impl ringnode::ring::ops::IoBuf for Inline {
+///     fn stable_ptr(&self) -> *const u8 { self.0.as_ptr() }
+///     fn bytes_len(&self) -> usize { 16 }
+/// }
+/// ```
+pub unsafe trait IoBuf: 'static {
     /// Start of the bytes.
     fn stable_ptr(&self) -> *const u8;
     /// Number of bytes.
     fn bytes_len(&self) -> usize;
 }
 
-impl IoBuf for Vec<u8> {
+// SAFETY: a Vec's bytes live in its heap allocation, which moving the Vec does not move.
+unsafe impl IoBuf for Vec<u8> {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -36,7 +59,9 @@ impl IoBuf for Vec<u8> {
     }
 }
 
-impl IoBuf for Bytes {
+// SAFETY: a Bytes points into shared (heap or static) memory that it keeps alive and that no
+// one mutates while it exists.
+unsafe impl IoBuf for Bytes {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -45,7 +70,8 @@ impl IoBuf for Bytes {
     }
 }
 
-impl IoBuf for Rc<[u8]> {
+// SAFETY: the slice lives in the Rc's heap allocation, kept alive by this reference.
+unsafe impl IoBuf for Rc<[u8]> {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -54,7 +80,8 @@ impl IoBuf for Rc<[u8]> {
     }
 }
 
-impl IoBuf for &'static [u8] {
+// SAFETY: static memory never moves or goes away.
+unsafe impl IoBuf for &'static [u8] {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
@@ -89,11 +116,12 @@ pub fn accept_multi(fd: SharedFd) -> OpStream<SharedFd> {
     unsafe { OpStream::submit(entry, fd, OpKind::MultishotFds) }
 }
 
-/// Takes ownership of a descriptor the kernel returned in a completion (accept).
+/// Takes ownership of a descriptor the kernel returned in a completion (accept). Crate-private:
+/// turning any integer into an `OwnedFd` would let safe code close descriptors it does not own.
 ///
 /// # Panics
 /// If `raw` is negative (an error, not a descriptor).
-pub fn adopt_fd(raw: i32) -> OwnedFd {
+pub(crate) fn adopt_fd(raw: i32) -> OwnedFd {
     assert!(raw >= 0, "adopt_fd on an error result");
     // SAFETY: a non-negative accept result is a new descriptor that nothing else owns.
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
@@ -134,10 +162,12 @@ pub fn recv_multi(fd: SharedFd, bgid: u16) -> OpStream<SharedFd> {
 }
 
 /// Marks `n` more bytes of `buf` as initialised after a receive into its spare capacity.
+/// Crate-private: only the count of a completion of a receive into that very buffer may be
+/// passed, and safe code outside could pass any number.
 ///
 /// # Panics
 /// If `n` exceeds the spare capacity (the kernel never reports more than it was given).
-pub fn received(buf: &mut Vec<u8>, n: usize) {
+pub(crate) fn received(buf: &mut Vec<u8>, n: usize) {
     assert!(buf.len() + n <= buf.capacity());
     // SAFETY: the kernel initialised `n` bytes right after the old length (checked in bounds).
     unsafe { buf.set_len(buf.len() + n) };
@@ -223,7 +253,22 @@ pub fn sendmsg_zc(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> OpStream<ZcSen
 }
 
 /// Memory registered with the ring as a fixed buffer.
-pub trait FixedBuf: 'static {
+///
+/// # Safety
+/// `base()..base() + len()` must be memory registered with this thread's ring as fixed buffer
+/// `index()`, valid (and not moved) for as long as the value lives; the three methods return the
+/// same answer every time. The kernel reads that range after the value moved into the operation.
+///
+/// ```compile_fail
+/// struct Fake;
+/// // error[E0200]: the trait `FixedBuf` requires an `unsafe impl` declaration
+/// impl ringnode::ring::ops::FixedBuf for Fake {
+///     fn base(&self) -> *const u8 { std::ptr::null() }
+///     fn len(&self) -> usize { 1 << 20 }
+///     fn index(&self) -> u16 { 0 }
+/// }
+/// ```
+pub unsafe trait FixedBuf: 'static {
     /// Start of the registered memory.
     fn base(&self) -> *const u8;
     /// Its length.

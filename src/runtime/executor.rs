@@ -2,7 +2,8 @@
 //! when used on their own core and go through the mailbox when used on another thread.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -47,6 +48,12 @@ pub struct Executor {
     pub(crate) shared: Arc<CoreShared>,
     shutdown: Cell<bool>,
     shutdown_waiters: RefCell<Vec<Waker>>,
+    /// The core's timers in user space, by (deadline, sequence): the kernel is only ever asked to
+    /// wake the core at the nearest one (the enter's timeout), never given a timeout per timer.
+    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    timer_seq: Cell<u64>,
+    /// The clock as read once per loop turn, after the ring was entered.
+    now: Cell<Instant>,
 }
 
 thread_local! {
@@ -61,7 +68,60 @@ impl Executor {
             shared,
             shutdown: Cell::new(false),
             shutdown_waiters: RefCell::new(Vec::new()),
+            timers: RefCell::new(BTreeMap::new()),
+            timer_seq: Cell::new(0),
+            now: Cell::new(Instant::now()),
         })
+    }
+
+    /// The clock of this loop turn.
+    pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// Reads the clock (once per loop turn) and wakes every timer that is due.
+    pub(crate) fn advance_clock(&self) {
+        let now = Instant::now();
+        self.now.set(now);
+        let mut timers = self.timers.borrow_mut();
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let waker = entry.remove();
+            // Timers of this core wake tasks of this core: `wake` only schedules them.
+            drop(timers);
+            waker.wake();
+            timers = self.timers.borrow_mut();
+        }
+    }
+
+    /// The nearest timer deadline, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.borrow().first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Registers (or refreshes the waker of) a timer; returns its key.
+    pub(crate) fn set_timer(&self, key: Option<(Instant, u64)>, deadline: Instant, waker: &Waker) -> (Instant, u64) {
+        let mut timers = self.timers.borrow_mut();
+        if let Some(k) = key {
+            if let Some(w) = timers.get_mut(&k) {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                return k;
+            }
+        }
+        let seq = self.timer_seq.get();
+        self.timer_seq.set(seq + 1);
+        let k = (deadline, seq);
+        timers.insert(k, waker.clone());
+        k
+    }
+
+    /// Forgets a timer (its future was dropped or finished).
+    pub(crate) fn cancel_timer(&self, key: (Instant, u64)) {
+        self.timers.borrow_mut().remove(&key);
     }
 
     pub(crate) fn enter(self: &Rc<Self>) {
@@ -166,6 +226,7 @@ impl Executor {
         let futures: Vec<LocalFuture> = self.tasks.borrow_mut().drain().filter_map(|s| s.future).collect();
         drop(futures);
         self.run_queue.borrow_mut().clear();
+        self.timers.borrow_mut().clear();
     }
 }
 

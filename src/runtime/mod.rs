@@ -10,22 +10,19 @@ mod time;
 
 pub use executor::{current_core, is_shutting_down, shutdown_requested, spawn, spawn_detached, JoinHandle};
 pub use mailbox::{CoreShared, Message, MAILBOX_CAPACITY};
-pub use time::{join, select, sleep, sleep_until, timeout, timeout_at, Either, Elapsed};
+pub use time::{join, now, select, sleep, sleep_until, timeout, timeout_at, Either, Elapsed, Sleep};
 
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use executor::Executor;
 
-use crate::ring::{self, ops, Ring, RingError, SetupMode};
+use crate::ring::{self, ops, Ring, RingError, SetupMode, Wait};
 
 /// Tasks polled per loop turn before the ring is entered again, so I/O is never starved.
 const TASK_BUDGET: usize = 256;
-/// How long a stopping core waits for the kernel to give back what it holds.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// A handle on every core of a running runtime: send them work, ask them to stop.
 #[derive(Clone)]
@@ -107,12 +104,21 @@ pub enum RuntimeError {
     /// A core's thread panicked.
     #[error("core {0} panicked")]
     Panicked(usize),
+    /// A core's ring failed (`io_uring_enter` returned an error that retrying cannot fix): that
+    /// core stopped, and asked the others to stop.
+    #[error("core {core}: io_uring_enter failed: {source}")]
+    Enter {
+        /// The core.
+        core: usize,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
 }
 
 /// A runtime whose cores are running; [`Running::join`] waits for their results.
 pub struct Running<R> {
     handle: Handle,
-    threads: Vec<std::thread::JoinHandle<Option<R>>>,
+    threads: Vec<std::thread::JoinHandle<Option<Result<R, RuntimeError>>>>,
 }
 
 impl<R> Running<R> {
@@ -130,7 +136,7 @@ impl<R> Running<R> {
     pub fn join(self) -> Result<Vec<R>, RuntimeError> {
         let mut out = Vec::with_capacity(self.threads.len());
         for (i, t) in self.threads.into_iter().enumerate() {
-            out.push(t.join().ok().flatten().ok_or(RuntimeError::Panicked(i))?);
+            out.push(t.join().ok().flatten().ok_or(RuntimeError::Panicked(i))??);
         }
         Ok(out)
     }
@@ -227,7 +233,7 @@ async fn watch_eventfd(fd: ops::SharedFd) {
         buf.clear();
         let (c, (_, b)) = ops::read(fd.clone(), buf).await;
         buf = b;
-        if c.result < 0 && c.result != -libc::EAGAIN && c.result != -libc::EINTR {
+        if c.result() < 0 && c.result() != -libc::EAGAIN && c.result() != -libc::EINTR {
             return;
         }
     }
@@ -240,14 +246,14 @@ async fn watch_signals(fd: ops::SharedFd, handle: Handle) {
         buf.clear();
         let (c, (_, b)) = ops::read(fd.clone(), buf).await;
         buf = b;
-        if c.result == -libc::EAGAIN || c.result == -libc::EINTR {
+        if c.result() == -libc::EAGAIN || c.result() == -libc::EINTR {
             continue;
         }
-        if c.result <= 0 {
+        if c.result() <= 0 {
             return;
         }
         if handle.signals.fetch_add(1, Ordering::SeqCst) >= 1 {
-            eprintln!("ringnode: second signal, exiting without draining");
+            tracing::warn!("second signal, exiting without draining");
             std::process::exit(130);
         }
         handle.shutdown();
@@ -259,7 +265,7 @@ fn run_core<Fut: Future + 'static>(
     handle: &Handle,
     sigfd: Option<std::os::fd::OwnedFd>,
     main: Fut,
-) -> Fut::Output {
+) -> Result<Fut::Output, RuntimeError> {
     let exec = Executor::new(shared.clone());
     exec.enter();
     // The eventfd is shared with other threads through CoreShared; duplicate it for the ring.
@@ -273,6 +279,7 @@ fn run_core<Fut: Future + 'static>(
     let mut wakes = Vec::new();
     let mut msgs: Vec<Message> = Vec::new();
     let mut failed_wakes = Vec::new();
+    let mut failure = None;
     loop {
         exec.run_ready(TASK_BUDGET);
         if main.is_finished() {
@@ -290,49 +297,55 @@ fn run_core<Fut: Future + 'static>(
             }
         }
         crate::buf::recycle();
-        let wait = !exec.has_ready();
+        // Wait only when nothing is ready, and then only until the nearest timer.
+        let wait = if exec.has_ready() {
+            Wait::No
+        } else {
+            match exec.next_deadline() {
+                None => Wait::Forever,
+                Some(t) => match t.checked_duration_since(std::time::Instant::now()) {
+                    Some(d) if !d.is_zero() => Wait::For(d),
+                    _ => Wait::No,
+                },
+            }
+        };
         let entered = ring::with_ring(|r| {
             let e = r.enter(wait);
             r.reap(&mut |_, _| {});
             r.take_failed_wakes(&mut failed_wakes);
             e
         });
+        exec.advance_clock();
         for core in failed_wakes.drain(..) {
             if let Some(c) = handle.cores.get(core) {
                 c.wake_by_eventfd();
             }
         }
         if let Err(e) = entered {
-            // The ring itself failed: nothing on this core can make progress.
-            panic!("io_uring_enter failed: {e}");
+            // The ring itself failed: nothing on this core can make progress. Stop it, and ask
+            // the others to stop too; the runtime's caller reports the error (exit 1).
+            tracing::error!(core = shared.index, error = %e, "io_uring_enter failed; stopping");
+            failure = Some(RuntimeError::Enter { core: shared.index, source: e });
+            handle.shutdown();
+            break;
         }
     }
     Executor::leave();
-    let out = {
+    let out = if let Some(e) = failure {
+        Err(e)
+    } else {
         let mut main = main;
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         match std::pin::Pin::new(&mut main).poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Ready(v) => Ok(v),
             std::task::Poll::Pending => unreachable!("main finished"),
         }
     };
-    let left = ring::with_ring(|r| r.drain(DRAIN_LIMIT));
-    if left > 0 {
-        // The kernel still holds operations (a zero-copy send to a peer that stopped reading,
-        // say): their buffers may still be read or written. Leak the ring, the pool and their
-        // memory rather than free what the kernel uses; the process is ending this core anyway.
-        eprintln!(
-            "ringnode: core {}: {left} operation(s) still held by the kernel at exit; leaving their memory",
-            shared.index
-        );
-        crate::buf::leak_pool();
-        if let Some(r) = ring::uninstall() {
-            std::mem::forget(r);
-        }
-    } else {
-        crate::buf::release_pool();
-        drop(ring::uninstall());
-    }
+    // Dropping the ring cancels what is still in flight and waits for the kernel to give it
+    // back; what it does not give back is leaked with the ring, and the pool's memory with it
+    // (the ring holds a reference to it). Only then does the pool go.
+    drop(ring::uninstall());
+    crate::buf::release_pool();
     out
 }
