@@ -88,7 +88,7 @@ fn udp_datagrams_come_back_to_their_sender() {
 #[test]
 fn ipv6_tcp_and_udp_echo() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("no IPv6 loopback on this host; skipping");
+        common::skip("ipv6_tcp_and_udp_echo: no IPv6 loopback on this host");
         return;
     }
     let server = Server::start(&["echo", "--listen", "[::1]:0", "--cores", "1"]);

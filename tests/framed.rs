@@ -183,23 +183,44 @@ fn framed_load_counts_match_the_server() {
     assert!(out.contains(&format!("16 connections, {total} messages / ")), "{total} in: {out}");
 }
 
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// The number after `label` in the server's report.
+fn count_after(out: &str, label: &str) -> u64 {
+    out.split(label)
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).find(|t| !t.is_empty()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no '{label}' in: {out}"))
+}
+
 #[test]
-fn one_connection_hoarding_receive_buffers_does_not_stall_the_others() {
+fn a_frame_trickled_a_byte_at_a_time_holds_its_size_not_a_buffer_per_byte() {
     let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed", "--max-frame", "1MiB"]);
-    // A frame announced at 1 MiB whose payload trickles in: every receive holds a pool buffer
-    // until the frame completes, and 700 of them are more than the pool has.
+    let rss_before = rss_kib(server.pid());
+    // A frame announced at 1 MiB whose first bytes trickle in one per send: without a bound,
+    // every receive would hold a 64 KiB pool buffer until the frame completes — 3,000 of them
+    // are six times the pool.
     let mut slow = connect(&server);
     slow.set_nodelay(true).unwrap();
     handshake(&mut slow);
     let payload: Vec<u8> = (0..1usize << 20).map(|i| (i % 253) as u8).collect();
     slow.write_all(&frame(2, &payload)[..8]).unwrap();
-    let mut sent = 0;
-    for _ in 0..700 {
-        slow.write_all(&payload[sent..sent + 100]).unwrap();
-        sent += 100;
-        std::thread::sleep(Duration::from_micros(500));
+    let trickled = 3000;
+    for &byte in &payload[..trickled] {
+        slow.write_all(&[byte]).unwrap();
+        std::thread::sleep(Duration::from_micros(50));
     }
-    // Another connection still gets its echoes.
+    // Another connection still gets its echoes meanwhile.
     let mut healthy = connect(&server);
     handshake(&mut healthy);
     for round in 0..20u8 {
@@ -207,20 +228,80 @@ fn one_connection_hoarding_receive_buffers_does_not_stall_the_others() {
         healthy.write_all(&frame(2, &p)).unwrap();
         assert_eq!(read_frame(&mut healthy).unwrap(), (2, p));
     }
-    // And the hoarder's frame completes, byte-exact.
-    slow.write_all(&payload[sent..]).unwrap();
+    let grown_mib = rss_kib(server.pid()).saturating_sub(rss_before) / 1024;
+    // And the trickled frame completes, byte-exact.
+    slow.write_all(&payload[trickled..]).unwrap();
     let (kind, got) = read_frame(&mut slow).unwrap();
     assert_eq!(kind, 2);
     assert!(got == payload, "the trickled frame came back different");
     drop((slow, healthy));
     let (code, out, _) = server.stop(Duration::from_secs(30));
     assert_eq!(code, 0);
-    // The pool did run dry, and the core made progress with heap receives meanwhile.
-    let fallbacks: u64 = out
-        .split("re-armed; ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no pool line in: {out}"));
-    assert!(fallbacks > 0, "the pool never ran dry: {out}");
+    assert!(grown_mib < 64, "the server grew by {grown_mib} MiB for one trickled frame: {out}");
+    // Small chunks were compacted rather than each holding a pool buffer, and the pool never ran
+    // dry: no client can take it.
+    assert!(count_after(&out, "spanned receive buffers); ") > 0, "nothing was compacted: {out}");
+    assert_eq!(count_after(&out, "recycled, "), 0, "the pool ran dry: {out}");
+}
+
+#[test]
+fn silent_idle_and_unread_connections_are_closed_at_their_limits() {
+    let server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--framed",
+        "--handshake-timeout",
+        "1s",
+        "--idle-timeout",
+        "2s",
+        "--send-timeout",
+        "1s",
+        "--send-limit",
+        "64KiB",
+    ]);
+    let started = std::time::Instant::now();
+    // 50 connections that never send HELLO: each gets the server's HELLO, then CLOSE with code
+    // 10 (handshake_timeout), then end of stream.
+    let mut silent: Vec<TcpStream> = (0..50).map(|_| connect(&server)).collect();
+    // One that completes the handshake and then says nothing: CLOSE with code 11 (idle_timeout).
+    let mut idle = connect(&server);
+    handshake(&mut idle);
+    // One that sends and never reads: its replies fill the socket and the send queue, the send
+    // waits, and the send limit closes it.
+    let mut unread = connect(&server);
+    handshake(&mut unread);
+    unread.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let f = frame(2, &[9u8; 16 * 1024]);
+        let mut sent = 0u64;
+        // Bounded: at most 64 MiB, or until the server closes the connection.
+        while sent < 64 << 20 {
+            if unread.write_all(&f).is_err() {
+                return (sent, true);
+            }
+            sent += f.len() as u64;
+        }
+        (sent, false)
+    });
+    for s in silent.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        assert_eq!(read_frame(s).unwrap().0, 1, "the server's HELLO comes first");
+        let (kind, payload) = read_frame(s).unwrap();
+        assert_eq!((kind, u16::from_be_bytes([payload[0], payload[1]])), (3, 10));
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed before the handshake limit");
+    let (kind, payload) = read_frame(&mut idle).unwrap();
+    assert_eq!((kind, u16::from_be_bytes([payload[0], payload[1]])), (3, 11));
+    assert!(started.elapsed() >= Duration::from_secs(2), "closed before the idle limit");
+    let (sent, closed) = writer.join().unwrap();
+    assert!(closed, "the server never closed a connection that does not read ({sent} bytes sent)");
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("connections closed at a limit: handshake_timeout 50, idle_timeout 1, send_timeout 1"),
+        "{out}"
+    );
 }

@@ -28,14 +28,22 @@ pub fn echo_text(s: &EchoStats) -> String {
         let d = &s.decode;
         let pct = 100.0 * d.copied_bytes as f64 / d.payload_bytes.max(1) as f64;
         out += &format!(
-            "\nringnode echo: frames: {} decoded, {} payload bytes, {} copied in user space ({pct:.3}%, {} frames spanned receive buffers)",
-            d.frames, d.payload_bytes, d.copied_bytes, d.spanning_frames
+            "\nringnode echo: frames: {} decoded, {} payload bytes, {} copied in user space ({pct:.3}%, {} frames spanned receive buffers); \
+             {} bytes compacted out of receive buffers to bound what a connection holds",
+            d.frames, d.payload_bytes, d.copied_bytes, d.spanning_frames, d.compacted_bytes
         );
         let t = &s.send;
         out += &format!(
             "\nringnode echo: sends: {} vectored, {} zero-copy ({} bytes; kernel copied {} of them, {} went without a copy; \
-             {} connections stopped asking after repeated copies); {} bytes of small frames coalesced (copied)",
-            t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up, t.coalesced_bytes
+             {} connections stopped asking after repeated copies); {} bytes of small frames coalesced (copied); \
+             {} bytes copied rather than hold receive buffers for a slow reader",
+            t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up, t.coalesced_bytes, t.unpinned_bytes
+        );
+    }
+    if s.expired.iter().any(|&n| n > 0) {
+        out += &format!(
+            "\nringnode echo: connections closed at a limit: handshake_timeout {}, idle_timeout {}, send_timeout {}",
+            s.expired[0], s.expired[1], s.expired[2]
         );
     }
     if s.frame_errors.iter().any(|&n| n > 0) {
