@@ -181,6 +181,10 @@ fn framed_load_counts_match_the_server() {
     assert_eq!(code, 0);
     assert!(out.contains(" 0 errors"), "{out}");
     assert!(out.contains(&format!("16 connections, {total} messages / ")), "{total} in: {out}");
+    // 40 KiB frames went out with SENDMSG_ZC; on loopback the kernel copies every one, and after
+    // 8 copies in a row a connection stops asking.
+    assert!(count_after(&out, "vectored, ") > 0, "no zero-copy sends: {out}");
+    assert!(count_after(&out, "went without a copy; ") > 0, "no connection gave up zero-copy: {out}");
 }
 
 /// Resident memory of a process, in KiB.

@@ -23,9 +23,14 @@ fn read_sysctl(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Turns the `errno` of a failed `io_uring_setup` into a cause and a fix.
+/// Turns the `errno` of a failed `io_uring_setup` into a cause and a fix, reading the
+/// `kernel.io_uring_disabled` sysctl to tell a disabled io_uring from a seccomp filter.
 pub fn classify_setup_error(e: &io::Error) -> RingError {
-    let disabled = read_sysctl("/proc/sys/kernel/io_uring_disabled");
+    classify_setup_error_with(e, read_sysctl("/proc/sys/kernel/io_uring_disabled"))
+}
+
+/// [`classify_setup_error`] with the sysctl's value given (`None`: not readable).
+pub fn classify_setup_error_with(e: &io::Error, disabled: Option<i64>) -> RingError {
     let unavailable = |cause: &str, fix: &str| RingError::Unavailable { cause: cause.into(), fix: fix.into() };
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => match disabled {
@@ -55,5 +60,30 @@ pub fn classify_setup_error(e: &io::Error) -> RingError {
             "use Linux 6.1 or newer",
         ),
         _ => RingError::Io(io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(errno: i32, disabled: Option<i64>) -> String {
+        classify_setup_error_with(&io::Error::from_raw_os_error(errno), disabled).to_string()
+    }
+
+    #[test]
+    fn each_refusal_names_its_cause_and_fix() {
+        let t = text(libc::EPERM, Some(2));
+        assert!(t.contains("kernel.io_uring_disabled=2") && t.contains("sysctl -w kernel.io_uring_disabled=0"), "{t}");
+        let t = text(libc::EPERM, Some(1));
+        assert!(t.contains("io_uring_group") && t.contains("fix:"), "{t}");
+        let t = text(libc::EPERM, Some(0));
+        assert!(t.contains("seccomp") && t.contains("fix:"), "{t}");
+        assert!(text(libc::ENOSYS, None).contains("ENOSYS"));
+        assert!(text(libc::EINVAL, None).contains("too old"));
+        assert!(text(libc::ENOMEM, None).contains("ulimit -l"));
+        for t in [text(libc::EPERM, Some(2)), text(libc::ENOSYS, None)] {
+            assert!(!t.contains('\n'), "one line: {t}");
+        }
     }
 }

@@ -25,7 +25,7 @@ mod op;
 pub mod ops;
 mod probe;
 
-pub use error::{classify_setup_error, RingError};
+pub use error::{classify_setup_error, classify_setup_error_with, RingError};
 pub(crate) use op::{install, try_with_ring, uninstall, with_ring};
 pub use op::{current_in_flight, current_stats, Op, OpStream};
 pub use probe::{features_in_use, Probe, SetupMode};
@@ -651,7 +651,9 @@ impl Drop for Ring {
             // The kernel may still read or write the memory these operations lent it (a
             // zero-copy send to a peer that stopped reading, a ring that cannot enter any more):
             // leak it, and the registered buffers, rather than free it under the kernel.
-            tracing::warn!(left, "io_uring dropped with operations the kernel still holds; leaking their memory");
+            if self.failure.is_none() {
+                tracing::warn!(left, "io_uring dropped with operations the kernel still holds; leaking their memory");
+            }
             std::mem::forget(std::mem::take(&mut self.ops));
             std::mem::forget(std::mem::take(&mut self.registered));
         }

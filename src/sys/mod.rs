@@ -175,7 +175,16 @@ pub fn process_cpu_seconds() -> f64 {
 /// It exists so that tests can show what a user behind a container's seccomp profile sees: call it
 /// from `Command::pre_exec` and the child starts as if the host refused io_uring.
 pub fn deny_io_uring_setup(errno: i32) -> io::Result<()> {
-    let nr = libc::SYS_io_uring_setup as u32;
+    deny_syscall(libc::SYS_io_uring_setup as u32, errno)
+}
+
+/// Installs a seccomp filter on the calling thread that makes `io_uring_enter` fail with `errno`:
+/// rings can be created, but never entered (tests of a ring that fails under a running core).
+pub fn deny_io_uring_enter(errno: i32) -> io::Result<()> {
+    deny_syscall(libc::SYS_io_uring_enter as u32, errno)
+}
+
+fn deny_syscall(nr: u32, errno: i32) -> io::Result<()> {
     let ret_errno = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
     let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     let filter = [
