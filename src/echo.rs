@@ -14,7 +14,9 @@ use socket2::SockRef;
 use bytes::Bytes;
 
 use crate::frame::{close_frame, header, hello_payload, FrameDecoder, Kind};
-use crate::net::{serve_tcp, AcceptError, Deadlines, Expiry, Limits, NetError, SendQueue, TcpListener, TcpStream, UdpSocket};
+use crate::net::{
+    serve_tcp, AcceptError, Deadlines, Expiry, Limits, NetError, SendQueue, TcpListener, TcpStream, UdpSocket,
+};
 use crate::ring::ops::SharedFd;
 use crate::runtime::{self, Either, Running, RuntimeConfig, RuntimeError, Sleep};
 

@@ -561,7 +561,8 @@ fn wrong_and_malformed_replies_are_counted_end_to_end_and_fail_fast_stops_the_ru
     assert_eq!(out.status.code(), Some(1), "nothing correct came back");
     assert_eq!(v["errors"]["mismatch"].as_u64(), Some(3), "one mismatch ends each connection: {v}");
     let garbage = TestServer::start(Behaviour::Garbage);
-    let (v, _) = load_json(&["--mode", "http", "--target", &garbage.target(), "--connections", "2", "--duration", "1s"]);
+    let (v, _) =
+        load_json(&["--mode", "http", "--target", &garbage.target(), "--connections", "2", "--duration", "1s"]);
     assert_eq!(v["errors"]["malformed"].as_u64(), Some(2), "{v}");
     // --fail-fast: the first error ends the run, with exit 1 and a line saying so.
     let t0 = Instant::now();
@@ -581,7 +582,8 @@ fn a_payload_from_a_file_is_sent_byte_for_byte() {
     let payload: Vec<u8> = (0..1500u32).map(|i| (i * 7 % 256) as u8).collect();
     std::fs::write(&path, &payload).unwrap();
     let arg = format!("@{}", path.display());
-    let (v, out) = load_json(&["--target", &server.target(), "--connections", "2", "--messages", "100", "--payload", &arg]);
+    let (v, out) =
+        load_json(&["--target", &server.target(), "--connections", "2", "--messages", "100", "--payload", &arg]);
     let _ = std::fs::remove_file(&path);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(v["messages_received"].as_u64(), Some(100));

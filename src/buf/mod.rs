@@ -345,7 +345,6 @@ pub(crate) fn release_pool() {
     let _ = POOL.try_with(|p| p.borrow_mut().take());
 }
 
-
 /// The pool buffer `b` is a slice of — its start address and size — if it lies in this core's
 /// pool: keeping `b` alive keeps that whole buffer from the kernel.
 pub fn pool_buffer_of(b: &[u8]) -> Option<(usize, usize)> {

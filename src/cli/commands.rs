@@ -433,8 +433,13 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     let mut client_rt = client_rt;
     client_rt.handle_signals = true;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let server =
-        EchoServer::start(EchoConfig { listen, udp: false, framed: None, limits: Limits::default(), runtime: server_rt })?;
+    let server = EchoServer::start(EchoConfig {
+        listen,
+        udp: false,
+        framed: None,
+        limits: Limits::default(),
+        runtime: server_rt,
+    })?;
     let target = server.local_addr();
     println!(
         "ringnode demo: echo server on {target}, {connections} connections × {size} B for {:.1} s ({layout})",

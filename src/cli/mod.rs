@@ -9,8 +9,8 @@ mod commands;
 pub use args::{parse_duration, parse_size, parse_size_range, Cli, Command, LoadArgs, LoadMode, LogFormat};
 
 mod log;
-pub use log::init_logging;
 pub use commands::run;
+pub use log::init_logging;
 
 /// A failure with the exit code it maps to and one line for a person.
 #[derive(Debug)]

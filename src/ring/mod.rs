@@ -3,7 +3,7 @@
 //! operation's resources alive until the kernel lets go of them, and the feature probe.
 //!
 //! This module knows nothing of tasks, frames or peers. It hands completions to whoever polls the
-//! operation; the runtime drives [`Ring::enter`] and [`Ring::reap`] once per loop turn.
+//! operation; the runtime enters the ring and reaps its completions once per loop turn.
 //!
 //! # The life of an operation
 //!
@@ -26,8 +26,8 @@ pub mod ops;
 mod probe;
 
 pub use error::{classify_setup_error, classify_setup_error_with, RingError};
-pub(crate) use op::{install, try_with_ring, uninstall, with_ring};
 pub use op::{current_in_flight, current_stats, Op, OpStream};
+pub(crate) use op::{install, try_with_ring, uninstall, with_ring};
 pub use probe::{features_in_use, Probe, SetupMode};
 
 use std::any::Any;
@@ -111,7 +111,10 @@ enum State {
         /// A cancel was asked for because the reader fell behind.
         capped: bool,
     },
-    Orphaned { _resources: Box<dyn Any>, multishot: bool },
+    Orphaned {
+        _resources: Box<dyn Any>,
+        multishot: bool,
+    },
 }
 
 /// What an operation's completions carry, so that those nobody reads are given back.
@@ -317,7 +320,9 @@ impl Ring {
             let c = Completion::new(-e.raw_os_error().unwrap_or(libc::EIO), 0);
             self.ops[key].state = match kind {
                 OpKind::Single => State::Done(c),
-                _ => State::Streaming { queue: VecDeque::from([c]), waker: None, finished: true, cap: 0, capped: false },
+                _ => {
+                    State::Streaming { queue: VecDeque::from([c]), waker: None, finished: true, cap: 0, capped: false }
+                }
             };
         }
         key
@@ -412,7 +417,13 @@ impl Ring {
     /// `addr` must be a page-aligned mapping of `entries` buffer-ring entries that stays valid until
     /// [`Ring::unregister_buf_ring`] or the ring's end, and every buffer published in it must stay
     /// valid as long.
-    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16, bgid: u16, flags: u16) -> io::Result<()> {
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        addr: u64,
+        entries: u16,
+        bgid: u16,
+        flags: u16,
+    ) -> io::Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { self.uring.submitter().register_buf_ring_with_flags(addr, entries, bgid, flags) }
     }
@@ -495,7 +506,9 @@ impl Ring {
             // the guarantees `push` demands.
             Wait::No => unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, 0, flags.bits(), None) },
             // SAFETY: as above.
-            Wait::Forever => unsafe { self.uring.submitter().enter::<libc::sigset_t>(to_submit, 1, flags.bits(), None) },
+            Wait::Forever => unsafe {
+                self.uring.submitter().enter::<libc::sigset_t>(to_submit, 1, flags.bits(), None)
+            },
             Wait::For(d) => {
                 // The nearest deadline as the enter's own timeout (EXT_ARG): no timeout operation.
                 let ts = io_uring::types::Timespec::from(d);

@@ -139,7 +139,7 @@ pub fn connect(fd: SharedFd, addr: SocketAddr) -> Op<(SharedFd, Box<SockAddr>)> 
 const RECVSEND_POLL_FIRST: u16 = 1;
 
 /// Receives into the spare capacity of `buf` (after its length). On completion the caller adds
-/// the result to the length with [`received`].
+/// the result to the length (`TcpStream::recv` does).
 ///
 /// `poll_first` skips the kernel's first, non-blocking attempt: right for a receive that most
 /// likely finds the socket empty (the previous one drained it), where that attempt is wasted work.
