@@ -1,30 +1,55 @@
-//! The frame decoder against arbitrary bytes split at arbitrary points: it must never panic, never
-//! buffer past its limit, and stop at the first error.
+//! The decoder as the server drives it, against arbitrary bytes split at arbitrary points: chunks
+//! pushed with the receive memory they pin (`push_pinned`, under a small hold limit, so chunks are
+//! compacted), frames taken as payload slices (`next_frame_parts`) and re-encoded with `header`.
+//! It must never panic, never hold more than its bounds, stop at the first error, and be
+//! transparent: what it yields, re-encoded, is exactly the bytes it consumed.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use ringnode::frame::{FrameDecoder, HEADER_LEN};
+use ringnode::frame::{header, FrameDecoder, HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
-    if data.is_empty() {
+    if data.len() < 2 {
         return;
     }
-    // The first byte chooses the chunk size, the rest is the stream.
+    // The first byte chooses the chunk size, the second how much memory each chunk pins and the
+    // hold limit; the rest is the stream.
     let chunk = usize::from(data[0]).max(1);
+    let pin_factor = usize::from(data[1] % 8) + 1;
+    let hold_limit = 256 * (usize::from(data[1] >> 3) + 1);
+    let stream = &data[2..];
     let limit = 4096u32;
     let mut dec = FrameDecoder::new(limit);
-    for piece in data[1..].chunks(chunk) {
-        dec.push(Bytes::copy_from_slice(piece));
-        assert!(dec.buffered() <= HEADER_LEN + limit as usize + piece.len());
-        while let Some(r) = dec.next_frame() {
-            match r {
-                Ok(f) => assert!(f.payload.len() <= limit as usize),
-                Err(_) => {
+    dec.set_hold_limit(hold_limit);
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut pushed = 0;
+    for piece in stream.chunks(chunk) {
+        dec.push_pinned(Bytes::copy_from_slice(piece), piece.len() * pin_factor);
+        pushed += piece.len();
+        loop {
+            parts.clear();
+            match dec.next_frame_parts(&mut parts) {
+                None => break,
+                Some(Ok((kind, flags, len))) => {
+                    assert!(len <= limit);
+                    assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), len as usize);
+                    out.extend_from_slice(&header(kind, flags, len));
+                    for p in &parts {
+                        out.extend_from_slice(p);
+                    }
+                }
+                Some(Err(_)) => {
                     assert_eq!(dec.buffered(), 0);
+                    assert_eq!(dec.held(), 0);
                     return;
                 }
             }
         }
+        // Only an incomplete frame is left, and what it holds is bounded.
+        assert!(dec.buffered() < HEADER_LEN + limit as usize);
+        assert!(dec.held() <= hold_limit + 4 * (HEADER_LEN + limit as usize) + 64);
+        assert_eq!(&out[..], &stream[..pushed - dec.buffered()], "re-encoded frames differ from the input");
     }
 });

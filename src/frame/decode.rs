@@ -130,7 +130,8 @@ impl FrameDecoder {
     /// Moves the compacted bytes into the chunk list (keeping the order), as one chunk.
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
-            let b = self.tail.split().freeze();
+            // The whole buffer goes (not a split that would keep its spare room here).
+            let b = std::mem::take(&mut self.tail).freeze();
             self.pins.push_back(b.len());
             self.held += b.len();
             self.chunks.push_back(b);
