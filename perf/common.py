@@ -24,6 +24,20 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(ROOT, "perf", "baselines"), check=True)
 
 
+def build_rev(rev):
+    """Builds ringnode as of git revision `rev` (a worktree under target/, its own target dir) and
+    returns the binary's path: the same code measured against an earlier commit, in one run."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    tree = os.path.join(ROOT, "target", "perf-rev", sha)
+    if not os.path.isdir(tree):
+        subprocess.run(["git", "worktree", "add", "--detach", tree, sha], cwd=ROOT, check=True,
+                       capture_output=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target", "perf-rev-target"))
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=tree, check=True, env=env)
+    return sha, os.path.join(ROOT, "target", "perf-rev-target", "release", "ringnode")
+
+
 def two_cpus(script):
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -119,6 +133,9 @@ def alternate(servers, conf, rounds, run_one, log):
     rows = []
     for name, rs in runs.items():
         med = {k: statistics.median([r[k] for r in rs if r.get(k) is not None] or [0]) for k in MEDIAN_KEYS}
+        # The noise this run measured: the spread of messages per server CPU-second over rounds.
+        per_cpu = [r["messages_per_server_cpu_s"] for r in rs if r.get("messages_per_server_cpu_s")]
+        med["spread"] = (max(per_cpu) - min(per_cpu)) / statistics.median(per_cpu) if len(per_cpu) > 1 else 0.0
         extra = {k: v for k, v in rs[-1].items() if k not in MEDIAN_KEYS and k not in ("server", "round")}
         row = {"server": name, **conf, "median_of": len(rs), **med, **extra, "errors": sum(r["errors"] for r in rs)}
         rows.append(row)
@@ -137,12 +154,14 @@ def print_table(title, rows, conf_keys, cpu_server, cpu_client, duration, rounds
     print(f"\n{title}  kernel {host.release}  server CPU {cpu_server}, client CPU {cpu_client}  "
           f"duration {duration}  median of {rounds}\n")
     head = " | ".join(conf_keys)
-    print(f"| {head} | server | msgs/s | server CPU-s per M msgs | msgs per server CPU-s | server CPU | client CPU | p99 µs |")
+    print(f"| {head} | server | msgs/s | server CPU-s per M msgs | msgs per server CPU-s (spread) | server CPU | "
+          f"client CPU | p99 µs |")
     print("|" + "---:|" * len(conf_keys) + "---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         confs = " | ".join(str(r[k]) for k in conf_keys)
         print(f"| {confs} | {r['server']} | {r['messages_per_s']:,.0f} | {r['server_cpu_s_per_million']:.2f} | "
-              f"{r['messages_per_server_cpu_s']:,.0f} | {100 * r['server_cpu_util']:.0f}% | "
+              f"{r['messages_per_server_cpu_s']:,.0f} (±{50 * r.get('spread', 0):.0f}%) | "
+              f"{100 * r['server_cpu_util']:.0f}% | "
               f"{100 * r['client_cpu_util']:.0f}% | {r['p99_us']:.0f} |")
 
 
