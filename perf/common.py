@@ -19,9 +19,11 @@ MEDIAN_KEYS = ["messages_per_s", "server_cpu_s_per_million", "messages_per_serve
                "client_cpu_util", "p50_us", "p99_us"]
 
 
-def build():
+def build(baselines=True):
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(ROOT, "perf", "baselines"), check=True)
+    if baselines:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(ROOT, "perf", "baselines"),
+                       check=True)
 
 
 def build_rev(rev):
