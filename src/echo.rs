@@ -18,7 +18,7 @@ use crate::net::{
     serve_tcp, AcceptError, Deadlines, Expiry, Limits, NetError, SendQueue, TcpListener, TcpStream, UdpSocket,
 };
 use crate::ring::ops::SharedFd;
-use crate::runtime::{self, Either, Running, RuntimeConfig, RuntimeError, Sleep};
+use crate::runtime::{self, Running, RuntimeConfig, RuntimeError};
 
 /// Receive buffer per core (UDP).
 const ECHO_BUF: usize = 64 * 1024;
@@ -97,7 +97,7 @@ impl EchoStats {
 #[derive(Default)]
 struct CoreState {
     stats: Cell<EchoStats>,
-    open: RefCell<Slab<SharedFd>>,
+    open: RefCell<Slab<Rc<Conn>>>,
 }
 
 thread_local! {
@@ -239,6 +239,9 @@ async fn core_main(
                 Some(opts) => runtime::spawn_detached(echo_framed(stream, opts, limits)),
                 None => runtime::spawn_detached(echo_tcp(stream, Limits { handshake: None, ..limits })),
             });
+            if let Some(tick) = watchdog_tick(&limits) {
+                runtime::spawn_detached(watchdog(tick));
+            }
             if let Err(e) = serve_tcp(fd, core.handle.clone(), on_conn).await {
                 tracing::error!(error = %e, "the acceptor stopped; stopping the server");
                 core.handle.shutdown();
@@ -249,8 +252,8 @@ async fn core_main(
     }
     // Stop: end every open connection's pending receive, then give them a moment to finish.
     STATE.with(|s| {
-        for (_, fd) in s.open.borrow().iter() {
-            let _ = SockRef::from(&**fd).shutdown(std::net::Shutdown::Both);
+        for (_, c) in s.open.borrow().iter() {
+            let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Both);
         }
     });
     let deadline = Instant::now() + STOP_GRACE;
@@ -268,65 +271,75 @@ async fn core_main(
     }
 }
 
-/// One connection's deadlines and the one timer that watches them. The timer is re-armed only
-/// when it fires (see [`Deadlines::check`]): activity costs a field write, not a timer operation.
-struct Watch {
-    deadlines: Deadlines,
-    timer: Option<Sleep>,
+/// One open connection as the core's registry sees it: its socket (to shut it from outside), its
+/// deadlines, and which limit it passed, if any.
+struct Conn {
+    fd: SharedFd,
+    deadlines: RefCell<Deadlines>,
+    expired: Cell<Option<Expiry>>,
 }
 
-impl Watch {
-    fn new(limits: Limits) -> Watch {
-        let now = runtime::now();
-        let deadlines = Deadlines::new(limits, now);
-        let timer = match deadlines.check(now) {
-            Ok(Some(at)) => Some(runtime::sleep_until(at)),
-            _ => None,
-        };
-        Watch { deadlines, timer }
+impl Conn {
+    /// Something was received or sent: a field write, no timer operation.
+    fn activity(&self) {
+        self.deadlines.borrow_mut().activity(runtime::now());
     }
 
-    /// Runs `fut` to completion unless a limit passes first (then `fut` is dropped).
-    async fn guard<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Expiry> {
-        let Some(timer) = self.timer.as_mut() else {
-            return Ok(fut.await);
-        };
-        let mut fut = std::pin::pin!(fut);
-        loop {
-            match runtime::select(fut.as_mut(), &mut *timer).await {
-                Either::Left(v) => return Ok(v),
-                Either::Right(()) => match self.deadlines.check(runtime::now()) {
-                    Err(x) => {
-                        bump(|s| s.expired[x as usize] += 1);
-                        return Err(x);
-                    }
-                    Ok(Some(at)) => timer.reset(at),
-                    Ok(None) => timer.reset(runtime::now() + Duration::from_secs(86_400)),
-                },
-            }
-        }
-    }
-
-    fn activity(&mut self) {
-        self.deadlines.activity(runtime::now());
-    }
-
-    /// Sends what `tx` holds, bounded by the send limit.
-    async fn flush(&mut self, tx: &mut SendQueue) -> Result<std::io::Result<()>, Expiry> {
+    /// Sends what `tx` holds; the watchdog ends a send that waits past the send limit.
+    async fn flush(&self, tx: &mut SendQueue) -> std::io::Result<()> {
         if tx.queued() == 0 {
-            return Ok(Ok(()));
+            return Ok(());
         }
-        self.deadlines.send_started(runtime::now());
-        let r = self.guard(tx.flush()).await;
-        self.deadlines.send_finished(runtime::now());
+        self.deadlines.borrow_mut().send_started(runtime::now());
+        let r = tx.flush().await;
+        self.deadlines.borrow_mut().send_finished(runtime::now());
         r
     }
 }
 
+/// How often the watchdog looks: an eighth of the shortest limit, between 10 ms and 1 s (so a
+/// limit is enforced at most that late). `None` without limits.
+fn watchdog_tick(limits: &Limits) -> Option<Duration> {
+    let shortest = [limits.handshake, limits.idle, limits.send].into_iter().flatten().min()?;
+    Some((shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+}
+
+/// The core's one timer for every connection's limits: each tick it checks the registry, and
+/// shuts the socket of a connection that passed a limit — its read side for the handshake and idle
+/// limits (the pending receive ends, and the connection says why in a CLOSE frame before it
+/// closes), both sides for a send that waits too long (the send fails). Connections pay nothing
+/// per message for their deadlines: no timer is armed, moved or polled on their path.
+async fn watchdog(tick: Duration) {
+    loop {
+        runtime::sleep(tick).await;
+        let now = runtime::now();
+        STATE.with(|s| {
+            for (_, c) in s.open.borrow().iter() {
+                if c.expired.get().is_some() {
+                    continue;
+                }
+                if let Err(x) = c.deadlines.borrow().check(now) {
+                    c.expired.set(Some(x));
+                    let how = if x == Expiry::Send { std::net::Shutdown::Both } else { std::net::Shutdown::Read };
+                    let _ = SockRef::from(&*c.fd).shutdown(how);
+                    let mut st = s.stats.get();
+                    st.expired[x as usize] += 1;
+                    s.stats.set(st);
+                }
+            }
+        });
+    }
+}
+
 /// Counts a new connection and lists it among the core's open ones (so a stop can shut it).
-fn register(stream: &TcpStream) -> usize {
+fn register(stream: &TcpStream, limits: Limits) -> (usize, Rc<Conn>) {
     bump(|s| s.connections += 1);
-    STATE.with(|s| s.open.borrow_mut().insert(stream.shared_fd()))
+    let conn = Rc::new(Conn {
+        fd: stream.shared_fd(),
+        deadlines: RefCell::new(Deadlines::new(limits, runtime::now())),
+        expired: Cell::new(None),
+    });
+    (STATE.with(|s| s.open.borrow_mut().insert(conn.clone())), conn)
 }
 
 /// Counts how a connection ended, takes it off the open list and closes it.
@@ -341,29 +354,24 @@ async fn finish(stream: TcpStream, slot: usize, failed: bool) {
 /// Echoes one connection until end of stream, an error or a limit. What arrives in a pool buffer
 /// goes back out of the same buffer: no copy in user space.
 async fn echo_tcp(stream: TcpStream, limits: Limits) {
-    let slot = register(&stream);
+    let (slot, conn) = register(&stream, limits);
     let mut rx = stream.recv_stream();
-    let mut watch = Watch::new(limits);
     let mut failed = false;
-    loop {
-        let chunk = match watch.guard(rx.next()).await {
-            Ok(Some(Ok(chunk))) => chunk,
-            Ok(None) => break,
-            Ok(Some(Err(_))) | Err(_) => {
-                failed = true;
-                break;
-            }
+    while let Some(r) = rx.next().await {
+        let Ok(chunk) = r else {
+            failed = true;
+            break;
         };
-        watch.activity();
+        conn.activity();
         let n = chunk.len() as u64;
         bump(|s| {
             s.messages_in += 1;
             s.bytes_in += n;
         });
-        watch.deadlines.send_started(runtime::now());
-        let sent = watch.guard(stream.send_all(chunk)).await;
-        watch.deadlines.send_finished(runtime::now());
-        if !matches!(sent, Ok((Ok(()), _))) {
+        conn.deadlines.borrow_mut().send_started(runtime::now());
+        let sent = stream.send_all(chunk).await.0;
+        conn.deadlines.borrow_mut().send_finished(runtime::now());
+        if sent.is_err() {
             failed = true;
             break;
         }
@@ -373,38 +381,38 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
         });
     }
     drop(rx);
-    finish(stream, slot, failed).await;
+    // A connection the watchdog ended (its read side shut) ends here, as a limit, not an error.
+    finish(stream, slot, failed && conn.expired.get().is_none()).await;
 }
 
 /// Echoes DATA frames (and answers PINGs) on one connection. All frames decoded from one receive
 /// go back in one vectored send: each a header from the encoder and the payload as a slice of the
 /// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
 async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
-    let slot = register(&stream);
+    let (slot, conn) = register(&stream, limits);
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
     dec.set_hold_limit(opts.receive_bound());
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
     tx.set_pin_limit(opts.receive_bound());
-    let mut watch = Watch::new(limits);
     let hello = hello_payload();
     let _ = tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]);
-    let mut failed = !matches!(watch.flush(&mut tx).await, Ok(Ok(())));
+    let mut failed = conn.flush(&mut tx).await.is_err();
     'conn: while !failed {
-        let chunk = match watch.guard(rx.next()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(c))) => c,
-            Ok(Some(Err(_))) => {
-                failed = true;
-                break;
-            }
-            Err(x) => {
-                Box::pin(close_expired(&mut tx, &stream, x)).await;
-                failed = true;
+        let chunk = match rx.next().await {
+            Some(Ok(c)) => c,
+            end => {
+                // The watchdog shut the read side of a connection past its handshake or idle
+                // limit: say why, then close.
+                if let Some(x) = conn.expired.get() {
+                    Box::pin(close_expired(&mut tx, &stream, x)).await;
+                } else {
+                    failed = end.is_some();
+                }
                 break;
             }
         };
-        watch.activity();
+        conn.activity();
         let n = chunk.len() as u64;
         bump(|s| s.bytes_in += n);
         let pinned = crate::buf::pinned_size(&chunk);
@@ -424,11 +432,11 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     Kind::Close => {
                         // Send what was queued before the peer's CLOSE, then end.
                         PARTS.set(parts);
-                        let _ = watch.flush(&mut tx).await;
+                        let _ = conn.flush(&mut tx).await;
                         break 'conn;
                     }
                     Kind::Hello => {
-                        watch.deadlines.handshaken();
+                        conn.deadlines.borrow_mut().handshaken();
                         continue;
                     }
                     Kind::Pong => continue,
@@ -448,7 +456,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
             if tx.push(&h, &parts).is_err() {
                 // Full: this connection waits for its own send (bounded by the send limit); no
                 // other connection is held up, and meanwhile its receive stops (RECV_QUEUE_CAP).
-                if !matches!(watch.flush(&mut tx).await, Ok(Ok(()))) {
+                if conn.flush(&mut tx).await.is_err() {
                     failed = true;
                     PARTS.set(std::mem::take(&mut parts));
                     break 'conn;
@@ -464,7 +472,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
         }
         parts.clear();
         PARTS.set(parts);
-        if !matches!(watch.flush(&mut tx).await, Ok(Ok(()))) {
+        if conn.flush(&mut tx).await.is_err() {
             failed = true;
         }
     }
@@ -477,7 +485,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
         s.decode.compacted_bytes += d.compacted_bytes;
     });
     drop(rx);
-    finish(stream, slot, failed).await;
+    finish(stream, slot, failed && conn.expired.get().is_none()).await;
 }
 
 /// Tells a peer that passed the handshake or idle limit why its connection closes (a send that

@@ -178,3 +178,44 @@ fn demo_runs_with_no_flags_and_exits_0() {
     assert!(text.contains("mismatch 0"), "{text}");
     assert!(text.contains("ringnode echo: stopped:"), "{text}");
 }
+
+#[test]
+fn out_of_descriptors_the_server_logs_once_a_second_and_recovers() {
+    use std::io::{Read, Write};
+    let mut cmd = ringnode(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 200, rlim_max: 200 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Server::start_cmd(cmd);
+    let started = std::time::Instant::now();
+    // 400 clients: about 190 are accepted, the rest wait in the backlog while accept says EMFILE.
+    let clients: Vec<std::net::TcpStream> =
+        (0..400).map(|_| std::net::TcpStream::connect(server.addr).expect("the backlog takes them")).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    drop(clients);
+    // Descriptors free up: the server accepts again and echoes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut echoed = false;
+    while !echoed && std::time::Instant::now() < deadline {
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"still here").unwrap();
+        let mut buf = [0u8; 10];
+        echoed = s.read_exact(&mut buf).is_ok() && &buf == b"still here";
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let (code, _, err) = server.stop(Duration::from_secs(30));
+    assert!(echoed, "the server did not recover: {err}");
+    assert_eq!(code, 0, "{err}");
+    let lines = err.lines().filter(|l| l.contains("accept")).count() as u64;
+    assert!(lines >= 1, "running out of descriptors was not reported: {err}");
+    assert!(lines <= seconds + 1, "{lines} lines in {seconds} s: {err}");
+    assert!(err.contains("count="), "the line says how many accepts it covers: {err}");
+}

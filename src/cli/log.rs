@@ -34,7 +34,11 @@ where
 /// Installs the subscriber for this process (once; later calls do nothing).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter);
     let _ = match format {
         LogFormat::Human => builder.event_format(OneLine).try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -52,8 +52,17 @@ pub struct Executor {
     /// wake the core at the nearest one (the enter's timeout), never given a timeout per timer.
     timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
     timer_seq: Cell<u64>,
-    /// The clock as read once per loop turn, after the ring was entered.
-    now: Cell<Instant>,
+}
+
+thread_local! {
+    /// The clock as read once per loop turn, after the ring was entered (a plain cell, so that
+    /// reading it costs a thread-local load, not a clock read nor a reference count).
+    static TURN_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The clock of this thread's current loop turn; outside a runtime, the clock itself.
+pub(crate) fn turn_now() -> Instant {
+    TURN_NOW.with(|c| c.get()).unwrap_or_else(Instant::now)
 }
 
 thread_local! {
@@ -70,19 +79,13 @@ impl Executor {
             shutdown_waiters: RefCell::new(Vec::new()),
             timers: RefCell::new(BTreeMap::new()),
             timer_seq: Cell::new(0),
-            now: Cell::new(Instant::now()),
         })
-    }
-
-    /// The clock of this loop turn.
-    pub(crate) fn now(&self) -> Instant {
-        self.now.get()
     }
 
     /// Reads the clock (once per loop turn) and wakes every timer that is due.
     pub(crate) fn advance_clock(&self) {
         let now = Instant::now();
-        self.now.set(now);
+        TURN_NOW.with(|c| c.set(Some(now)));
         let mut timers = self.timers.borrow_mut();
         while let Some(entry) = timers.first_entry() {
             if entry.key().0 > now {
@@ -126,9 +129,11 @@ impl Executor {
 
     pub(crate) fn enter(self: &Rc<Self>) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        TURN_NOW.with(|c| c.set(Some(Instant::now())));
     }
 
     pub(crate) fn leave() {
+        TURN_NOW.with(|c| c.set(None));
         let exec = CURRENT.with(|c| c.borrow_mut().take());
         if let Some(exec) = exec {
             exec.drop_all_tasks();

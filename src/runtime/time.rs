@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use super::executor::Executor;
+use super::executor::{turn_now, Executor};
 
 /// Waits until a deadline; see [`sleep`] and [`sleep_until`]. Registers with the core's timers on
 /// its first poll, and leaves them when it finishes or is dropped.
@@ -45,18 +45,19 @@ impl Sleep {
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let exec = Executor::current();
         // The turn's clock: a timer is due once the clock read after the last enter passed it.
-        if exec.now() >= self.deadline {
+        if turn_now() >= self.deadline {
             if let Some(k) = self.key.take() {
-                exec.cancel_timer(k);
+                Executor::current().cancel_timer(k);
             }
             return Poll::Ready(());
         }
+        // Already registered with this waker: nothing to do (the common case of a timer polled
+        // beside a future that is making progress).
         if self.key.is_some() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
-        let key = exec.set_timer(self.key, self.deadline, cx.waker());
+        let key = Executor::current().set_timer(self.key, self.deadline, cx.waker());
         self.key = Some(key);
         self.waker = Some(cx.waker().clone());
         Poll::Pending
@@ -86,10 +87,9 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 /// The clock of this core's loop turn: read once per turn, after the ring was entered. Cheaper
 /// than `Instant::now()` where a turn's precision is enough (deadlines of connections).
 ///
-/// # Panics
-/// Outside the runtime.
+/// Outside a runtime it is the clock itself.
 pub fn now() -> Instant {
-    Executor::current().now()
+    turn_now()
 }
 
 /// Which of two futures finished first.

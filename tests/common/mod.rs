@@ -54,7 +54,12 @@ impl Server {
 
     /// Starts `ringnode echo` with `args` and waits (up to 20 s) for its "listening on" line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = ringnode(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
+        Server::start_cmd(ringnode(args))
+    }
+
+    /// Like [`Server::start`], with a command prepared by the caller (limits, filters).
+    pub fn start_cmd(mut cmd: Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
