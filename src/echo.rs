@@ -51,6 +51,8 @@ pub struct EchoStats {
     pub send: crate::net::SendStats,
     /// Connections closed because they passed a limit: handshake, idle, send (in that order).
     pub expired: [u64; 3],
+    /// Receives stopped because their reader fell behind (re-armed when it caught up).
+    pub receives_capped: u64,
 }
 
 impl std::ops::AddAssign<&EchoStats> for EchoStats {
@@ -84,6 +86,7 @@ impl EchoStats {
         self.send.zc_given_up += o.send.zc_given_up;
         self.send.coalesced_bytes += o.send.coalesced_bytes;
         self.send.unpinned_bytes += o.send.unpinned_bytes;
+        self.receives_capped += o.receives_capped;
         self.decode.compacted_bytes += o.decode.compacted_bytes;
         for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
             *a += b;
@@ -229,6 +232,13 @@ async fn core_main(
     limits: Limits,
 ) -> Result<EchoStats, AcceptError> {
     let mut failure = None;
+    // Every core that serves TCP connections watches their limits (connections are dealt to all
+    // cores; the registry is per core).
+    if !udp {
+        if let Some(tick) = watchdog_tick(&limits) {
+            runtime::spawn_detached(watchdog(tick));
+        }
+    }
     match (fd, udp) {
         (Some(fd), true) => {
             let sock = UdpSocket::from_fd(fd);
@@ -239,11 +249,9 @@ async fn core_main(
                 Some(opts) => runtime::spawn_detached(echo_framed(stream, opts, limits)),
                 None => runtime::spawn_detached(echo_tcp(stream, Limits { handshake: None, ..limits })),
             });
-            if let Some(tick) = watchdog_tick(&limits) {
-                runtime::spawn_detached(watchdog(tick));
-            }
             if let Err(e) = serve_tcp(fd, core.handle.clone(), on_conn).await {
-                tracing::error!(error = %e, "the acceptor stopped; stopping the server");
+                // Reported once, by the caller (the error is returned).
+                tracing::debug!(error = %e, "the acceptor stopped; stopping the server");
                 core.handle.shutdown();
                 failure = Some(e);
             }
@@ -265,6 +273,7 @@ async fn core_main(
         stats.pool = p;
     }
     stats.send = crate::net::send_stats();
+    stats.receives_capped = crate::ring::current_stats().map_or(0, |r| r.capped);
     match failure {
         Some(e) => Err(e),
         None => Ok(stats),
@@ -320,8 +329,14 @@ async fn watchdog(tick: Duration) {
                 }
                 if let Err(x) = c.deadlines.borrow().check(now) {
                     c.expired.set(Some(x));
-                    let how = if x == Expiry::Send { std::net::Shutdown::Both } else { std::net::Shutdown::Read };
-                    let _ = SockRef::from(&*c.fd).shutdown(how);
+                    if x == Expiry::Send {
+                        // Abort: the peer does not read, so what is queued would never leave;
+                        // dropping it (and the connection) also ends a zero-copy send, whose
+                        // buffers the kernel would otherwise keep until the peer read them.
+                        crate::sys::abort_tcp(&c.fd);
+                    } else {
+                        let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Read);
+                    }
                     let mut st = s.stats.get();
                     st.expired[x as usize] += 1;
                     s.stats.set(st);
@@ -405,14 +420,13 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                 // The watchdog shut the read side of a connection past its handshake or idle
                 // limit: say why, then close.
                 if let Some(x) = conn.expired.get() {
-                    Box::pin(close_expired(&mut tx, &stream, x)).await;
+                    Box::pin(close_expired(&conn, &mut tx, &stream, x)).await;
                 } else {
                     failed = end.is_some();
                 }
                 break;
             }
         };
-        conn.activity();
         let n = chunk.len() as u64;
         bump(|s| s.bytes_in += n);
         let pinned = crate::buf::pinned_size(&chunk);
@@ -422,6 +436,11 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
         loop {
             parts.clear();
             let Some(r) = dec.next_frame_parts(&mut parts) else { break };
+            if r.is_ok() {
+                // Only a whole frame is activity: a peer dripping one byte now and then into a
+                // frame it never finishes passes the idle limit.
+                conn.activity();
+            }
             let reply_kind = match r {
                 Ok((kind, _, _)) => match kind {
                     Kind::Data => {
@@ -445,7 +464,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
                     PARTS.set(std::mem::take(&mut parts));
                     // Boxed: the cold path's state stays out of every connection's future.
-                    Box::pin(close_with_reason(&mut tx, &stream, e.code(), &e.to_string())).await;
+                    Box::pin(close_with_reason(&conn, &mut tx, &stream, e.code(), &e.to_string())).await;
                     break 'conn;
                 }
             };
@@ -490,26 +509,27 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
 
 /// Tells a peer that passed the handshake or idle limit why its connection closes (a send that
 /// timed out has no room for that), within a second.
-async fn close_expired(tx: &mut SendQueue, stream: &TcpStream, x: Expiry) {
+async fn close_expired(conn: &Conn, tx: &mut SendQueue, stream: &TcpStream, x: Expiry) {
     let code = match x {
         Expiry::Handshake => crate::frame::CLOSE_HANDSHAKE_TIMEOUT,
         Expiry::Idle => crate::frame::CLOSE_IDLE_TIMEOUT,
         Expiry::Send => return,
     };
     let reason = format!("{} passed", x.name().replace('_', " "));
-    let _ = runtime::timeout(Duration::from_secs(1), close_with_reason(tx, stream, code, &reason)).await;
+    let _ = runtime::timeout(Duration::from_secs(1), close_with_reason(conn, tx, stream, code, &reason)).await;
 }
 
 /// Tells the peer why its connection is closing (a CLOSE frame with the error's code), where the
 /// socket still allows it, and shuts the write side.
-async fn close_with_reason(tx: &mut SendQueue, stream: &TcpStream, code: u16, reason: &str) {
+async fn close_with_reason(conn: &Conn, tx: &mut SendQueue, stream: &TcpStream, code: u16, reason: &str) {
     let close = close_frame(code, reason);
     let close_header = header(Kind::Close, 0, close.payload.len() as u32);
+    // Through the connection's flush, so the send limit bounds these sends too.
     if tx.push(&close_header, std::slice::from_ref(&close.payload)).is_err() {
-        let _ = tx.flush().await;
+        let _ = conn.flush(tx).await;
         let _ = tx.push(&close_header, &[close.payload]);
     }
-    let _ = tx.flush().await;
+    let _ = conn.flush(tx).await;
     let _ = stream.shutdown_write().await;
 }
 

@@ -29,8 +29,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let json = cli.log_format == ringnode::cli::LogFormat::Json;
     if let Err(f) = ringnode::cli::run(cli) {
-        eprintln!("ringnode: {}", f.message);
+        if json {
+            // The same line as one JSON event, like everything else on stderr in this mode.
+            tracing::error!(exit_code = f.code, "{}", f.message);
+        } else {
+            eprintln!("ringnode: {}", f.message);
+        }
         std::process::exit(f.code);
     }
 }

@@ -148,28 +148,6 @@ fn a_ring_that_cannot_be_entered_stops_the_server_with_one_line_and_exit_1() {
 }
 
 #[test]
-fn io_uring_disabled_by_sysctl_says_so_when_the_host_allows_trying() {
-    // Setting the sysctl needs a writable /proc/sys (not in most containers): where it is not,
-    // the message itself is checked by the unit test of `classify_setup_error_with`.
-    let path = "/proc/sys/kernel/io_uring_disabled";
-    let Ok(old) = std::fs::read_to_string(path) else {
-        common::skip("io_uring_disabled: no kernel.io_uring_disabled sysctl on this kernel");
-        return;
-    };
-    if std::fs::write(path, "2").is_err() {
-        // Read-only here; the unit test covers the text. Nothing to restore.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"NOTE: /proc/sys is read-only here; the io_uring_disabled message is checked by a unit test\n",
-        );
-        return;
-    }
-    let out = run_bounded(ringnode(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]), Duration::from_secs(30));
-    std::fs::write(path, old.trim()).unwrap();
-    assert_one_line_error(&out, 3, "io_uring_disabled=2");
-}
-
-#[test]
 fn demo_runs_with_no_flags_and_exits_0() {
     let out = run_bounded(ringnode(&["demo", "--duration", "1s"]), Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -218,4 +196,37 @@ fn out_of_descriptors_the_server_logs_once_a_second_and_recovers() {
     assert!(lines >= 1, "running out of descriptors was not reported: {err}");
     assert!(lines <= seconds + 1, "{lines} lines in {seconds} s: {err}");
     assert!(err.contains("count="), "the line says how many accepts it covers: {err}");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    // Port 1 on loopback refuses: `load` warns (connect failed) and fails with a line.
+    let out = run_bounded(
+        ringnode(&[
+            "load",
+            "--target",
+            "127.0.0.1:1",
+            "--connections",
+            "1",
+            "--duration",
+            "1s",
+            "--log-format",
+            "json",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().count() >= 2, "{err}");
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(err.contains("connection refused"), "{err}");
+    // RUST_LOG filters: at `error`, the warning goes, the failure stays.
+    let mut cmd = ringnode(&["load", "--target", "127.0.0.1:1", "--connections", "1", "--duration", "1s", "--quiet"]);
+    cmd.env("RUST_LOG", "error");
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }

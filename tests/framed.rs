@@ -208,21 +208,29 @@ fn count_after(out: &str, label: &str) -> u64 {
 }
 
 #[test]
-fn a_frame_trickled_a_byte_at_a_time_holds_its_size_not_a_buffer_per_byte() {
+fn frames_trickled_a_byte_at_a_time_hold_their_size_not_a_buffer_per_byte() {
     let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed", "--max-frame", "1MiB"]);
     let rss_before = rss_kib(server.pid());
-    // A frame announced at 1 MiB whose first bytes trickle in one per send: without a bound,
-    // every receive would hold a 64 KiB pool buffer until the frame completes — 3,000 of them
-    // are six times the pool.
-    let mut slow = connect(&server);
-    slow.set_nodelay(true).unwrap();
-    handshake(&mut slow);
+    // 64 connections each announce a 1 MiB frame and send its first 60 bytes one per send:
+    // 3,840 receives of one byte. If each kept its 64 KiB pool buffer until its frame completed,
+    // they would need 7.5 times the pool (512 buffers): it would run dry, and every receive after
+    // that would go to a heap buffer.
     let payload: Vec<u8> = (0..1usize << 20).map(|i| (i % 253) as u8).collect();
-    slow.write_all(&frame(2, &payload)[..8]).unwrap();
-    let trickled = 3000;
+    let mut slow: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = connect(&server);
+            s.set_nodelay(true).unwrap();
+            handshake(&mut s);
+            s.write_all(&frame(2, &payload)[..8]).unwrap();
+            s
+        })
+        .collect();
+    let trickled = 60;
     for &byte in &payload[..trickled] {
-        slow.write_all(&[byte]).unwrap();
-        std::thread::sleep(Duration::from_micros(50));
+        for s in slow.iter_mut() {
+            s.write_all(&[byte]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     // Another connection still gets its echoes meanwhile.
     let mut healthy = connect(&server);
@@ -233,19 +241,78 @@ fn a_frame_trickled_a_byte_at_a_time_holds_its_size_not_a_buffer_per_byte() {
         assert_eq!(read_frame(&mut healthy).unwrap(), (2, p));
     }
     let grown_mib = rss_kib(server.pid()).saturating_sub(rss_before) / 1024;
-    // And the trickled frame completes, byte-exact.
-    slow.write_all(&payload[trickled..]).unwrap();
-    let (kind, got) = read_frame(&mut slow).unwrap();
+    // And a trickled frame completes, byte-exact.
+    slow[0].write_all(&payload[trickled..]).unwrap();
+    let (kind, got) = read_frame(&mut slow[0]).unwrap();
     assert_eq!(kind, 2);
     assert!(got == payload, "the trickled frame came back different");
     drop((slow, healthy));
     let (code, out, _) = server.stop(Duration::from_secs(30));
     assert_eq!(code, 0);
-    assert!(grown_mib < 64, "the server grew by {grown_mib} MiB for one trickled frame: {out}");
-    // Small chunks were compacted rather than each holding a pool buffer, and the pool never ran
-    // dry: no client can take it.
-    assert!(count_after(&out, "spanned receive buffers); ") > 0, "nothing was compacted: {out}");
+    assert!(grown_mib < 64, "the server grew by {grown_mib} MiB: {out}");
+    // Small chunks were copied out rather than each holding a pool buffer, and the pool never ran
+    // dry: a few bytes per connection cannot take it.
+    assert!(count_after(&out, "spanned receive buffers); ") >= 64 * 50, "too little was compacted: {out}");
     assert_eq!(count_after(&out, "recycled, "), 0, "the pool ran dry: {out}");
+    assert_eq!(count_after(&out, "re-armed; "), 0, "receives went to heap buffers: {out}");
+}
+
+#[test]
+fn limits_hold_on_every_core() {
+    let server =
+        Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "2", "--framed", "--handshake-timeout", "1s"]);
+    // Connections are dealt to both cores; each core's watchdog closes its own.
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| connect(&server)).collect();
+    for s in silent.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        assert_eq!(read_frame(s).unwrap().0, 1, "the server's HELLO comes first");
+        let (kind, payload) = read_frame(s).unwrap();
+        assert_eq!((kind, u16::from_be_bytes([payload[0], payload[1]])), (3, 10));
+    }
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(out.contains("handshake_timeout 20,"), "{out}");
+}
+
+#[test]
+fn a_zero_copy_send_to_a_peer_that_does_not_read_is_aborted_at_the_send_limit() {
+    let server = Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--framed",
+        "--zc-threshold",
+        "16KiB",
+        "--send-timeout",
+        "1s",
+    ]);
+    // Three peers send 64 KiB frames (echoed with SENDMSG_ZC, whose buffers the kernel keeps
+    // until the peer has them) and never read.
+    let writers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = connect(&server);
+            handshake(&mut s);
+            s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+            std::thread::spawn(move || {
+                let f = frame(2, &[3u8; 64 * 1024]);
+                for _ in 0..1024 {
+                    if let Err(e) = s.write_all(&f) {
+                        return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+    for w in writers {
+        assert!(w.join().unwrap(), "the server never ended a connection whose peer does not read");
+    }
+    let (code, out, err) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("send_timeout 3"), "{out}");
+    assert!(!err.contains("still holds"), "the kernel kept zero-copy buffers: {err}");
 }
 
 #[test]
@@ -283,8 +350,10 @@ fn silent_idle_and_unread_connections_are_closed_at_their_limits() {
         let mut sent = 0u64;
         // Bounded: at most 64 MiB, or until the server closes the connection.
         while sent < 64 << 20 {
-            if unread.write_all(&f).is_err() {
-                return (sent, true);
+            if let Err(e) = unread.write_all(&f) {
+                // A write that timed out is not the server closing the connection.
+                let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+                return (sent, !timed_out);
             }
             sent += f.len() as u64;
         }

@@ -93,3 +93,44 @@ fn a_buffer_dropped_on_another_thread_returns_to_its_core() {
     let _ = t.join();
     assert_eq!(out[0], (1, 1));
 }
+
+#[test]
+fn a_reader_that_falls_behind_stops_its_receive_and_loses_nothing() {
+    let (mut writer, fd) = pair();
+    let total = 8 << 20;
+    let data: Vec<u8> = (0..total).map(|i| (i * 13 % 251) as u8).collect();
+    let expect = data.clone();
+    let t = std::thread::spawn(move || writer.write_all(&data).map(|_| writer));
+    let fd = std::sync::Mutex::new(Some(fd));
+    let out = runtime::run(one_core(), move |_| {
+        let fd = fd.lock().unwrap().take().unwrap();
+        let expect = expect.clone();
+        async move {
+            let stream = TcpStream::from_fd(fd);
+            let mut rx = stream.recv_stream();
+            let mut got = Vec::new();
+            let first = rx.next().await.expect("open").expect("no error");
+            got.extend_from_slice(&first);
+            drop(first);
+            // Busy elsewhere for a while: the multishot receive must stop after a few unread
+            // completions rather than take buffer after buffer.
+            runtime::sleep(Duration::from_millis(300)).await;
+            let leased_while_away = buf::pool_stats().unwrap().leases;
+            while got.len() < expect.len() {
+                let chunk = rx.next().await.expect("stream open").expect("no error");
+                got.extend_from_slice(&chunk);
+            }
+            let capped = ringnode::ring::current_stats().unwrap().capped;
+            (got == expect, capped, leased_while_away)
+        }
+    })
+    .unwrap();
+    t.join().unwrap().unwrap();
+    let (same, capped, leased) = out[0];
+    assert!(same, "data differs after the receive was stopped and re-armed");
+    assert!(capped > 0, "the receive was never stopped for a reader that fell behind");
+    // Without the cap the receive would take all 8 MiB (128 buffers of 64 KiB, if the socket
+    // holds it) or the whole pool; with it, the cap and what one turn brings (the kernel posts up
+    // to 32 completions for a socket per run).
+    assert!(leased < 64, "{leased} buffers were leased while the reader was away");
+}

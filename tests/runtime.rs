@@ -129,14 +129,19 @@ fn a_receive_dropped_while_data_arrives_loses_nothing_and_writes_nothing_freed()
                 .await
                 .unwrap_or((Ok(0), Vec::new()));
             if let Ok(n) = r {
-                assert!(buf[..n].iter().all(|&x| x == round));
+                // Either the orphaned receive took this round's bytes (into its own kept buffer)
+                // or they all arrive here, in one piece, unchanged.
+                assert!(n == 0 || n == 100, "round {round}: {n} bytes");
+                assert!(buf[..n].iter().all(|&x| x == round), "round {round}: bytes changed");
                 got.push(n);
             }
         }
         drop(stream);
-        (got.len(), ringnode::ring::current_in_flight().unwrap())
+        (got.iter().filter(|&&n| n == 100).count(), ringnode::ring::current_in_flight().unwrap())
     })
     .unwrap();
+    // The cancel usually wins the race (the receive never saw the data): most rounds' data arrives.
+    assert!(results[0].0 > 0, "no round's data ever reached the next receive");
     // Only the runtime's own eventfd watcher remains in flight.
     assert!(results[0].1 <= 1, "operations left in flight: {}", results[0].1);
 }
@@ -192,14 +197,33 @@ fn timers_fire_in_order_and_never_early() {
     assert!(v[1].1 >= Duration::from_millis(600), "{v:?}");
 }
 
+/// Pending once (waking itself), then ready.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 #[test]
 fn many_timers_cost_no_ring_operations() {
     let out = runtime::run(one_core(), |_| async {
         let before = ringnode::ring::current_stats().unwrap().submitted;
-        // 10,000 timeouts that never fire, armed and dropped as a request loop would.
+        // 10,000 timeouts that never fire, armed and dropped as a request loop would: the inner
+        // future is pending on the first poll, so each timer is polled, registered, then dropped.
+        let mut armed = 0;
         for _ in 0..10_000 {
-            let _ = runtime::timeout(Duration::from_secs(60), std::future::ready(())).await;
+            let _ = runtime::timeout(Duration::from_secs(60), YieldOnce(false)).await;
+            armed += 1;
         }
+        assert_eq!(armed, 10_000);
         runtime::sleep(Duration::from_millis(10)).await;
         ringnode::ring::current_stats().unwrap().submitted - before
     })

@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let limits = Limits { handshake: on(handshake_timeout), idle: on(idle_timeout), send: on(send_timeout) };
             echo(listen, cores, udp, framed, limits)
         }
-        Command::Load(args) => load_cmd(*args),
+        Command::Load(args) => load_cmd(*args, cli.log_format == super::LogFormat::Json),
         Command::Report { files, svg, json } => report_cmd(&files, svg.as_deref(), json),
         Command::Info { json } => info(json),
         Command::Demo { duration, connections, size } => demo(duration, connections, size),
@@ -254,7 +254,7 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     Ok(cfg)
 }
 
-fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
+fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
     let mut cfg = load_config(&a)?;
     let mut cpus = pick_cpus(a.cores)?;
     cpus.truncate(cfg.connections);
@@ -286,7 +286,13 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
     let mut log_error = None;
     let result = load::run(cfg.clone(), &mut |at, length, iv| {
         if progress {
-            eprintln!("{}", report::progress_line(at, length, iv));
+            let line = report::progress_line(at, length, iv);
+            if json_log {
+                // With --log-format json everything on stderr is JSON, the progress included.
+                tracing::info!(target: "ringnode::progress", "{line}");
+            } else {
+                eprintln!("{line}");
+            }
         }
         if let Some(w) = log.as_mut() {
             if let Err(e) = w.write_histogram(&iv.latency, at.saturating_sub(length), length, None) {

@@ -105,8 +105,11 @@ impl FrameDecoder {
     /// Adds received bytes that keep `pinned` bytes alive (the receive buffer they are a slice
     /// of). Once the chunks held would pass half the hold limit, chunks using less than a quarter
     /// of their buffer are copied into one growing buffer instead (counted as compacted), and
-    /// past the limit every chunk is: so a peer trickling a large frame a byte at a time holds
-    /// about the frame's size, not a receive buffer per byte.
+    /// past the limit every chunk is; and whenever the decoder stops for more bytes, the newest
+    /// chunk it keeps is copied out if it uses less than a quarter of its buffer. So a peer
+    /// trickling a frame a byte at a time holds about the frame's size, not a buffer per byte,
+    /// and a receive buffer is kept for an incomplete frame only while at least a quarter of it
+    /// is that frame's data.
     pub fn push_pinned(&mut self, bytes: Bytes, pinned: usize) {
         if bytes.is_empty() || self.failed.is_some() {
             return;
@@ -136,6 +139,27 @@ impl FrameDecoder {
             self.held += b.len();
             self.chunks.push_back(b);
         }
+    }
+
+    /// Called when the decoder waits for more bytes: if the newest chunk it keeps uses less than a
+    /// quarter of the receive buffer it pins (the start of a frame at the end of a receive, a byte
+    /// of a trickle), copy it out so the buffer goes back to the pool now, not when the frame
+    /// completes. Every earlier chunk was settled the same way when it was the newest.
+    fn settle(&mut self) {
+        if !self.tail.is_empty() {
+            return;
+        }
+        let (Some(last), Some(&pin)) = (self.chunks.back(), self.pins.back()) else {
+            return;
+        };
+        if last.len().saturating_mul(4) >= pin {
+            return;
+        }
+        let last = self.chunks.pop_back().expect("checked");
+        self.pins.pop_back();
+        self.held -= pin;
+        self.tail.extend_from_slice(&last);
+        self.stats.compacted_bytes += last.len() as u64;
     }
 
     fn pop_chunk(&mut self) -> Option<Bytes> {
@@ -229,6 +253,7 @@ impl FrameDecoder {
             return Some(Err(e.clone()));
         }
         if self.buffered < HEADER_LEN {
+            self.settle();
             return None;
         }
         let h = self.peek_header();
@@ -237,6 +262,7 @@ impl FrameDecoder {
             Err(e) => return Some(Err(self.fail(e))),
         };
         if self.buffered < HEADER_LEN + len as usize {
+            self.settle();
             return None;
         }
         self.seal_tail();

@@ -60,6 +60,20 @@ struct FdShortage {
 }
 
 impl FdShortage {
+    /// An accept succeeded: if failures went unreported since the last line, say so — within the
+    /// same once-a-second limit as the lines about the failures.
+    fn recovered(&mut self) {
+        let now = runtime::now();
+        if self.count > 0 && self.last.is_some_and(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+            tracing::warn!(
+                count = self.count,
+                "accepting again; accepts that failed for lack of descriptors since the last line"
+            );
+            self.count = 0;
+            self.last = Some(now);
+        }
+    }
+
     fn note(&mut self, e: &io::Error) {
         self.count += 1;
         let now = runtime::now();
@@ -119,6 +133,9 @@ where
                     continue 'rearm;
                 }
                 continue;
+            }
+            if shortage.last.is_some() {
+                shortage.recovered();
             }
             let conn = ops::adopt_fd(c.result());
             let target = next % cores;
@@ -293,7 +310,14 @@ impl RecvStream {
                     Ok(0) => None,
                     Ok(n) => {
                         ops::received(&mut buf, n as usize);
-                        Some(Ok(Bytes::from(buf)))
+                        // A `Bytes` of the Vec would keep its whole 64 KiB allocation for what
+                        // may be one byte: copy what arrived (this is the cold path, taken only
+                        // while the pool is dry), so memory held stays what was received.
+                        if buf.len() == buf.capacity() {
+                            Some(Ok(Bytes::from(buf)))
+                        } else {
+                            Some(Ok(Bytes::copy_from_slice(&buf)))
+                        }
                     }
                     Err(e) => Some(Err(e)),
                 };

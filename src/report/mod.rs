@@ -21,8 +21,9 @@ pub fn echo_text(s: &EchoStats) -> String {
         s.connections, s.messages_in, s.bytes_in, s.messages_out, s.bytes_out, s.errors
     );
     out += &format!(
-        "\nringnode echo: receive pool: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed; {} receives into heap buffers meanwhile)",
-        s.pool.leases, s.pool.recycled, s.pool.enobufs, s.pool.heap_fallbacks
+        "\nringnode echo: receive pool: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed; {} receives into heap buffers meanwhile); \
+         {} receives stopped for a reader that fell behind",
+        s.pool.leases, s.pool.recycled, s.pool.enobufs, s.pool.heap_fallbacks, s.receives_capped
     );
     if s.decode.frames > 0 {
         let d = &s.decode;

@@ -110,6 +110,10 @@ enum State {
         cap: u16,
         /// A cancel was asked for because the reader fell behind.
         capped: bool,
+        /// The reap (turn) in which the oldest unread completion arrived; `u64::MAX` when none
+        /// waits. A reader falls behind only when completions wait from an earlier turn: one
+        /// turn may bring many completions to a reader that keeps up.
+        unread_since: u64,
     },
     Orphaned {
         _resources: Box<dyn Any>,
@@ -196,6 +200,8 @@ pub struct Ring {
     registered: Vec<Box<dyn Any>>,
     /// The first error `io_uring_enter` returned that is not worth retrying: the ring is unusable.
     failure: Option<io::Error>,
+    /// Reaps so far (one per loop turn, in practice).
+    turn: u64,
 }
 
 impl Ring {
@@ -232,6 +238,7 @@ impl Ring {
                         failed_wakes: Vec::new(),
                         registered: Vec::new(),
                         failure: None,
+                        turn: 0,
                     })
                 }
                 // EINVAL: this kernel does not know these flags; try the next, simpler set.
@@ -310,7 +317,14 @@ impl Ring {
         let state = if kind == OpKind::Single {
             State::Waiting(None)
         } else {
-            State::Streaming { queue: VecDeque::new(), waker: None, finished: false, cap: 0, capped: false }
+            State::Streaming {
+                queue: VecDeque::new(),
+                waker: None,
+                finished: false,
+                cap: 0,
+                capped: false,
+                unread_since: u64::MAX,
+            }
         };
         let key = self.ops.insert(Slot { generation, state, fds: kind == OpKind::MultishotFds });
         let entry = entry.user_data(user_data(key, generation));
@@ -320,9 +334,14 @@ impl Ring {
             let c = Completion::new(-e.raw_os_error().unwrap_or(libc::EIO), 0);
             self.ops[key].state = match kind {
                 OpKind::Single => State::Done(c),
-                _ => {
-                    State::Streaming { queue: VecDeque::from([c]), waker: None, finished: true, cap: 0, capped: false }
-                }
+                _ => State::Streaming {
+                    queue: VecDeque::from([c]),
+                    waker: None,
+                    finished: true,
+                    cap: 0,
+                    capped: false,
+                    unread_since: u64::MAX,
+                },
             };
         }
         key
@@ -374,8 +393,10 @@ impl Ring {
     pub(crate) fn poll_stream(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let slot = &mut self.ops[key];
         match &mut slot.state {
-            State::Streaming { queue, waker, finished, .. } => {
+            State::Streaming { queue, waker, finished, unread_since, .. } => {
                 if let Some(c) = queue.pop_front() {
+                    // The reader is reading: what is left counts from this turn.
+                    *unread_since = if queue.is_empty() { u64::MAX } else { self.turn };
                     return Poll::Ready(Some(c));
                 }
                 if *finished {
@@ -540,6 +561,8 @@ impl Ring {
     }
 
     fn reap_into(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
+        self.turn += 1;
+        let turn = self.turn;
         let mut n = 0;
         loop {
             let Some(cqe) = self.uring.completion().next() else {
@@ -571,15 +594,26 @@ impl Ring {
                         w.wake();
                     }
                 }
-                State::Streaming { queue, waker, finished, cap, capped } => {
+                State::Streaming { queue, waker, finished, cap, capped, unread_since } => {
                     if !c.more() {
                         *finished = true;
+                    }
+                    if queue.is_empty() {
+                        *unread_since = turn;
                     }
                     queue.push_back(c);
                     if let Some(w) = waker.take() {
                         w.wake();
                     }
-                    if *cap > 0 && !*finished && !*capped && queue.len() >= usize::from(*cap) {
+                    // Behind: `cap` completions wait and the oldest is from an earlier turn (the
+                    // reader had a turn to read it), or four times `cap` arrived in one go.
+                    let waiting = queue.len();
+                    let cap = usize::from(*cap);
+                    if cap > 0
+                        && !*finished
+                        && !*capped
+                        && ((*unread_since < turn && waiting >= cap) || waiting >= 4 * cap)
+                    {
                         // The reader fell behind: stop the operation rather than let it take
                         // more buffers. What is queued stays readable; the owner re-arms later.
                         *capped = true;

@@ -287,7 +287,7 @@ pub unsafe trait FixedBuf: 'static {
 /// # Panics
 /// If the range is outside the buffer.
 pub fn write_fixed<B: FixedBuf>(fd: SharedFd, buf: Rc<B>, offset: usize, len: usize) -> Op<(SharedFd, Rc<B>)> {
-    assert!(offset + len <= buf.len(), "range outside the fixed buffer");
+    assert!(offset.checked_add(len).is_some_and(|end| end <= buf.len()), "range outside the fixed buffer");
     // SAFETY (pointer arithmetic): the range is inside the buffer (checked above).
     let ptr = unsafe { buf.base().add(offset) };
     let entry = opcode::WriteFixed::new(fd_of(&fd), ptr, len as u32, buf.index()).offset(u64::MAX).build();

@@ -170,6 +170,30 @@ pub fn process_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Aborts a TCP connection now: `SO_LINGER` of zero and a disconnect (`connect` to `AF_UNSPEC`),
+/// so the kernel drops what is queued to send (and lets go of zero-copy buffers it still held for
+/// it), sends a reset, and every operation waiting on the socket completes. The descriptor stays
+/// open for its owner to close.
+pub fn abort_tcp(fd: &impl std::os::fd::AsRawFd) {
+    let fd = fd.as_raw_fd();
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a live `linger`.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: sockaddr is plain data; an AF_UNSPEC address of that size asks for a disconnect.
+    let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: `addr` is a live sockaddr of the length passed.
+    unsafe { libc::connect(fd, &addr, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+}
+
 /// Installs a seccomp filter on the calling thread that makes `io_uring_setup` fail with `errno`.
 ///
 /// It exists so that tests can show what a user behind a container's seccomp profile sees: call it
