@@ -261,10 +261,23 @@ async fn core_main(
     // Stop: end every open connection's pending receive, then give them a moment to finish.
     STATE.with(|s| {
         for (_, c) in s.open.borrow().iter() {
+            if c.deadlines.borrow().sending() {
+                // A send in progress may wait on a peer that does not read (a zero-copy send
+                // would keep its buffers until then): abort it rather than wait.
+                crate::sys::abort_tcp(&c.fd);
+                continue;
+            }
             let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Both);
         }
     });
     let deadline = Instant::now() + STOP_GRACE;
+    while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
+        runtime::sleep(Duration::from_millis(5)).await;
+    }
+    // Whatever is still open after the grace (a send that started since) is aborted, and gets a
+    // moment to end, so the ring is not left holding its operations.
+    STATE.with(|s| s.open.borrow().iter().for_each(|(_, c)| crate::sys::abort_tcp(&c.fd)));
+    let deadline = Instant::now() + Duration::from_millis(500);
     while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
         runtime::sleep(Duration::from_millis(5)).await;
     }
@@ -294,13 +307,14 @@ impl Conn {
         self.deadlines.borrow_mut().activity(runtime::now());
     }
 
-    /// Sends what `tx` holds; the watchdog ends a send that waits past the send limit.
+    /// Sends what `tx` holds; the watchdog ends a send that makes no progress for the send limit
+    /// (each partial send that completes starts the limit again).
     async fn flush(&self, tx: &mut SendQueue) -> std::io::Result<()> {
         if tx.queued() == 0 {
             return Ok(());
         }
         self.deadlines.borrow_mut().send_started(runtime::now());
-        let r = tx.flush().await;
+        let r = tx.flush_observed(|_| self.deadlines.borrow_mut().send_started(runtime::now())).await;
         self.deadlines.borrow_mut().send_finished(runtime::now());
         r
     }

@@ -32,8 +32,14 @@ fn main() {
     let json = cli.log_format == ringnode::cli::LogFormat::Json;
     if let Err(f) = ringnode::cli::run(cli) {
         if json {
-            // The same line as one JSON event, like everything else on stderr in this mode.
-            tracing::error!(exit_code = f.code, "{}", f.message);
+            // The same line as one JSON object, like everything else on stderr in this mode;
+            // written directly, so that no RUST_LOG filter can hide why the process failed.
+            let v = serde_json::json!({
+                "level": "ERROR",
+                "fields": { "message": f.message, "exit_code": f.code },
+                "target": "ringnode",
+            });
+            eprintln!("{v}");
         } else {
             eprintln!("ringnode: {}", f.message);
         }

@@ -283,21 +283,25 @@ fn a_zero_copy_send_to_a_peer_that_does_not_read_is_aborted_at_the_send_limit() 
         "--cores",
         "1",
         "--framed",
+        "--max-frame",
+        "8MiB",
         "--zc-threshold",
         "16KiB",
         "--send-timeout",
         "1s",
     ]);
-    // Three peers send 64 KiB frames (echoed with SENDMSG_ZC, whose buffers the kernel keeps
-    // until the peer has them) and never read.
+    // Three peers send 4 MiB frames and never read. The echo of the first goes out with
+    // SENDMSG_ZC, whose buffers the kernel keeps until the peer has the bytes: it fills the
+    // socket long before the 8 copied sends after which a connection stops asking for zero-copy,
+    // so the send that waits at the limit is a zero-copy one.
     let writers: Vec<_> = (0..3)
         .map(|_| {
             let mut s = connect(&server);
             handshake(&mut s);
             s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
             std::thread::spawn(move || {
-                let f = frame(2, &[3u8; 64 * 1024]);
-                for _ in 0..1024 {
+                let f = frame(2, &vec![3u8; 4 << 20]);
+                for _ in 0..16 {
                     if let Err(e) = s.write_all(&f) {
                         return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
                     }
@@ -312,6 +316,8 @@ fn a_zero_copy_send_to_a_peer_that_does_not_read_is_aborted_at_the_send_limit() 
     let (code, out, err) = server.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("send_timeout 3"), "{out}");
+    assert!(count_after(&out, "vectored, ") > 0, "no zero-copy send was made: {out}");
+    assert_eq!(count_after(&out, "went without a copy; "), 0, "zero-copy was given up first: {out}");
     assert!(!err.contains("still holds"), "the kernel kept zero-copy buffers: {err}");
 }
 

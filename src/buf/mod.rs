@@ -373,3 +373,33 @@ pub fn pinned_size(b: &[u8]) -> usize {
 pub fn pool_stats() -> Option<PoolStats> {
     POOL.try_with(|p| p.borrow().as_ref().map(|p| p.stats())).ok().flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Ring;
+
+    /// A completion naming a buffer outside the pool (or more bytes than a buffer has) can only be
+    /// forged — the kernel never posts one — and is refused rather than leased.
+    #[test]
+    fn a_completion_outside_the_pool_is_refused() {
+        let std::result::Result::Ok(ring) = Ring::new() else {
+            panic!("io_uring is needed for this test");
+        };
+        ring::install(ring);
+        let mut pool = BufPool::register_with(PoolConfig { buf_size: 4096, count: 4 }).unwrap();
+        // A real-looking completion: buffer 1, 64 bytes.
+        let ok = Completion::new(64, 1 | (1 << 16));
+        assert_eq!(pool.take(&ok).map(|b| b.len()), Some(64));
+        let beyond = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.take(&Completion::new(64, 1 | (9 << 16)));
+        }));
+        assert!(beyond.is_err(), "buffer 9 of a 4-buffer pool was leased");
+        let too_long = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.take(&Completion::new(8192, 1 | (2 << 16)));
+        }));
+        assert!(too_long.is_err(), "8 KiB were leased from a 4 KiB buffer");
+        drop(pool);
+        drop(ring::uninstall());
+    }
+}

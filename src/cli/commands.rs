@@ -302,7 +302,7 @@ fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
     })?;
     drop(log);
     if let Some(e) = log_error {
-        eprintln!("ringnode: --hdr-log: writing failed: {e}");
+        tracing::error!("--hdr-log: writing failed: {e}");
     }
     if a.json {
         println!("{}", report::load_json(&cfg, &result));

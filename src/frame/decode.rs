@@ -119,7 +119,9 @@ impl FrameDecoder {
         self.buffered += len;
         let after = self.held + self.tail.len() + pinned;
         let wasteful = len.saturating_mul(4) < pinned;
-        if after > self.hold_limit || (after > self.hold_limit / 2 && wasteful) {
+        // A small chunk joins the compacted bytes when they are the newest data (so a trickle grows
+        // one buffer instead of making a chunk per receive), or once the bound nears.
+        if after > self.hold_limit || (wasteful && (after > self.hold_limit / 2 || !self.tail.is_empty())) {
             self.tail.extend_from_slice(&bytes);
             self.stats.compacted_bytes += len as u64;
             return;
@@ -133,10 +135,12 @@ impl FrameDecoder {
     /// Moves the compacted bytes into the chunk list (keeping the order), as one chunk.
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
-            // The whole buffer goes (not a split that would keep its spare room here).
+            // The whole buffer goes (not a split that would keep its spare room here), and is
+            // counted at its capacity, which the frozen bytes keep alive.
+            let cap = self.tail.capacity();
             let b = std::mem::take(&mut self.tail).freeze();
-            self.pins.push_back(b.len());
-            self.held += b.len();
+            self.pins.push_back(cap);
+            self.held += cap;
             self.chunks.push_back(b);
         }
     }

@@ -2,9 +2,9 @@
 //! look again, out): a handshake that must finish, an idle limit, and a limit on how long one send
 //! may wait for a peer that does not read.
 //!
-//! A driver keeps one timer per connection and re-arms it only when it fires, so that activity
-//! costs a field write, never a timer operation: the state answers "not yet; look again at T"
-//! until a limit has really passed.
+//! Activity costs a field write, never a timer operation: a driver checks the state from time to
+//! time (the echo server's watchdog, once per tick for every connection of its core), and it
+//! answers "passed: which" or "not yet; look again at T".
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ pub struct Limits {
     pub handshake: Option<Duration>,
     /// With nothing received or sent.
     pub idle: Option<Duration>,
-    /// One send waiting for room in a peer's window (a peer that stopped reading).
+    /// A send making no progress: waiting for room in the window of a peer that stopped reading.
     pub send: Option<Duration>,
 }
 
@@ -91,6 +91,11 @@ impl Deadlines {
     /// A send started waiting for the socket.
     pub fn send_started(&mut self, now: Instant) {
         self.sending_since = Some(now);
+    }
+
+    /// Whether a send is waiting.
+    pub fn sending(&self) -> bool {
+        self.sending_since.is_some()
     }
 
     /// The send finished.

@@ -184,6 +184,12 @@ impl SendQueue {
     /// finishes or cancels the operation safely; the byte stream is broken either way, so the
     /// connection should be closed).
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_observed(|_| {}).await
+    }
+
+    /// [`SendQueue::flush`], calling `progress` with the byte count of every send that completes
+    /// (a send limit then means "no progress for that long", not "the whole batch within it").
+    pub async fn flush_observed(&mut self, mut progress: impl FnMut(usize)) -> io::Result<()> {
         self.seal_small();
         if self.bufs.is_empty() {
             return Ok(());
@@ -210,7 +216,10 @@ impl SendQueue {
             bufs = b;
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => off += n,
+                Ok(n) => {
+                    off += n;
+                    progress(n);
+                }
                 Err(e) => return Err(e),
             }
         }

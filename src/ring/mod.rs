@@ -110,10 +110,6 @@ enum State {
         cap: u16,
         /// A cancel was asked for because the reader fell behind.
         capped: bool,
-        /// The reap (turn) in which the oldest unread completion arrived; `u64::MAX` when none
-        /// waits. A reader falls behind only when completions wait from an earlier turn: one
-        /// turn may bring many completions to a reader that keeps up.
-        unread_since: u64,
     },
     Orphaned {
         _resources: Box<dyn Any>,
@@ -200,8 +196,6 @@ pub struct Ring {
     registered: Vec<Box<dyn Any>>,
     /// The first error `io_uring_enter` returned that is not worth retrying: the ring is unusable.
     failure: Option<io::Error>,
-    /// Reaps so far (one per loop turn, in practice).
-    turn: u64,
 }
 
 impl Ring {
@@ -238,7 +232,6 @@ impl Ring {
                         failed_wakes: Vec::new(),
                         registered: Vec::new(),
                         failure: None,
-                        turn: 0,
                     })
                 }
                 // EINVAL: this kernel does not know these flags; try the next, simpler set.
@@ -317,14 +310,7 @@ impl Ring {
         let state = if kind == OpKind::Single {
             State::Waiting(None)
         } else {
-            State::Streaming {
-                queue: VecDeque::new(),
-                waker: None,
-                finished: false,
-                cap: 0,
-                capped: false,
-                unread_since: u64::MAX,
-            }
+            State::Streaming { queue: VecDeque::new(), waker: None, finished: false, cap: 0, capped: false }
         };
         let key = self.ops.insert(Slot { generation, state, fds: kind == OpKind::MultishotFds });
         let entry = entry.user_data(user_data(key, generation));
@@ -334,14 +320,9 @@ impl Ring {
             let c = Completion::new(-e.raw_os_error().unwrap_or(libc::EIO), 0);
             self.ops[key].state = match kind {
                 OpKind::Single => State::Done(c),
-                _ => State::Streaming {
-                    queue: VecDeque::from([c]),
-                    waker: None,
-                    finished: true,
-                    cap: 0,
-                    capped: false,
-                    unread_since: u64::MAX,
-                },
+                _ => {
+                    State::Streaming { queue: VecDeque::from([c]), waker: None, finished: true, cap: 0, capped: false }
+                }
             };
         }
         key
@@ -393,10 +374,8 @@ impl Ring {
     pub(crate) fn poll_stream(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let slot = &mut self.ops[key];
         match &mut slot.state {
-            State::Streaming { queue, waker, finished, unread_since, .. } => {
+            State::Streaming { queue, waker, finished, .. } => {
                 if let Some(c) = queue.pop_front() {
-                    // The reader is reading: what is left counts from this turn.
-                    *unread_since = if queue.is_empty() { u64::MAX } else { self.turn };
                     return Poll::Ready(Some(c));
                 }
                 if *finished {
@@ -561,8 +540,6 @@ impl Ring {
     }
 
     fn reap_into(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
-        self.turn += 1;
-        let turn = self.turn;
         let mut n = 0;
         loop {
             let Some(cqe) = self.uring.completion().next() else {
@@ -594,26 +571,15 @@ impl Ring {
                         w.wake();
                     }
                 }
-                State::Streaming { queue, waker, finished, cap, capped, unread_since } => {
+                State::Streaming { queue, waker, finished, cap, capped } => {
                     if !c.more() {
                         *finished = true;
-                    }
-                    if queue.is_empty() {
-                        *unread_since = turn;
                     }
                     queue.push_back(c);
                     if let Some(w) = waker.take() {
                         w.wake();
                     }
-                    // Behind: `cap` completions wait and the oldest is from an earlier turn (the
-                    // reader had a turn to read it), or four times `cap` arrived in one go.
-                    let waiting = queue.len();
-                    let cap = usize::from(*cap);
-                    if cap > 0
-                        && !*finished
-                        && !*capped
-                        && ((*unread_since < turn && waiting >= cap) || waiting >= 4 * cap)
-                    {
+                    if *cap > 0 && !*finished && !*capped && queue.len() >= usize::from(*cap) {
                         // The reader fell behind: stop the operation rather than let it take
                         // more buffers. What is queued stays readable; the owner re-arms later.
                         *capped = true;
