@@ -56,10 +56,12 @@ pub enum Command {
         /// Close a framed connection whose HELLO has not arrived this long after accept (0: never).
         #[arg(long, default_value = "10s", value_parser = parse_duration_or_zero)]
         handshake_timeout: Duration,
-        /// Close a connection with nothing received or sent for this long (0: never).
+        /// Close a connection that received no whole frame (or bytes) and finished no send for this
+        /// long (0: never).
         #[arg(long, default_value = "300s", value_parser = parse_duration_or_zero)]
         idle_timeout: Duration,
-        /// Close a connection whose send has waited this long for the peer to read (0: never).
+        /// Abort a connection whose send makes no progress for this long: a peer that does not read
+        /// (0: never).
         #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero)]
         send_timeout: Duration,
     },

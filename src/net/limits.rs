@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// From accept until the handshake (the peer's HELLO) is complete.
     pub handshake: Option<Duration>,
-    /// With nothing received or sent.
+    /// With nothing received (a whole message) or sent.
     pub idle: Option<Duration>,
     /// A send making no progress: waiting for room in the window of a peer that stopped reading.
     pub send: Option<Duration>,
