@@ -15,18 +15,24 @@ fn pair() -> (std::net::TcpStream, std::os::fd::OwnedFd) {
     (writer, accepted.into())
 }
 
+/// `total` patterned bytes written into a fresh connection by a thread; returns the writer's
+/// handle, the receiving descriptor (to move into a core) and the bytes expected.
+type Writer = std::thread::JoinHandle<std::io::Result<std::net::TcpStream>>;
+fn written(total: usize, mul: usize) -> (Writer, std::sync::Mutex<Option<std::os::fd::OwnedFd>>, Vec<u8>) {
+    let (mut writer, fd) = pair();
+    let data: Vec<u8> = (0..total).map(|i| (i * mul % 251) as u8).collect();
+    let expect = data.clone();
+    let t = std::thread::spawn(move || writer.write_all(&data).map(|_| writer));
+    (t, std::sync::Mutex::new(Some(fd)), expect)
+}
+
 fn one_core() -> RuntimeConfig {
     RuntimeConfig { cpus: vec![None], handle_signals: false, name: "pool".into() }
 }
 
 #[test]
 fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
-    let (mut writer, fd) = pair();
-    let total = 256 * 1024;
-    let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
-    let expect = data.clone();
-    let t = std::thread::spawn(move || writer.write_all(&data).map(|_| writer));
-    let fd = std::sync::Mutex::new(Some(fd));
+    let (t, fd, expect) = written(256 * 1024, 7);
     let out = runtime::run(one_core(), move |_| {
         let fd = fd.lock().unwrap().take().unwrap();
         let expect = expect.clone();
@@ -96,12 +102,7 @@ fn a_buffer_dropped_on_another_thread_returns_to_its_core() {
 
 #[test]
 fn a_reader_that_falls_behind_stops_its_receive_and_loses_nothing() {
-    let (mut writer, fd) = pair();
-    let total = 16 << 20;
-    let data: Vec<u8> = (0..total).map(|i| (i * 13 % 251) as u8).collect();
-    let expect = data.clone();
-    let t = std::thread::spawn(move || writer.write_all(&data).map(|_| writer));
-    let fd = std::sync::Mutex::new(Some(fd));
+    let (t, fd, expect) = written(16 << 20, 13);
     let out = runtime::run(one_core(), move |_| {
         let fd = fd.lock().unwrap().take().unwrap();
         let expect = expect.clone();
