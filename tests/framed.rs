@@ -87,7 +87,8 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("too_large", [hello(), oversize].concat(), 4),
         ("before_hello", frame(2, b"data first"), 5),
         ("duplicate_hello", [hello(), hello()].concat(), 6),
-        ("bad_hello", frame(1, b"HTTP/1.1"), 7),
+        // An empty HELLO as the last bytes of a receive (it once panicked the core).
+        ("bad_hello", frame(1, b""), 7),
         ("unsupported_version", frame(1, b"RNOD\x00\x09\x00\x00"), 8),
         ("bad_length", [hello(), frame(3, b"x")].concat(), 9),
     ]

@@ -224,6 +224,10 @@ impl FrameDecoder {
     }
 
     fn take_payload(&mut self, len: usize) -> Bytes {
+        if len == 0 {
+            // Nothing may be buffered at all (an empty HELLO as the last bytes received).
+            return Bytes::new();
+        }
         self.buffered -= len;
         let front = self.chunks.front_mut().expect("payload is buffered");
         if front.len() >= len {
@@ -407,6 +411,20 @@ mod tests {
         assert_eq!(parts, vec![Bytes::from_static(b"x")]);
         assert_eq!(d.stats().spanning_frames, 1);
         assert_eq!(d.stats().copied_bytes, 0);
+    }
+
+    /// Found by the fuzz target on the server's path: a HELLO announcing no payload, as the last
+    /// bytes received, made `next_frame_parts` look for a payload chunk that did not exist (a
+    /// panic: any client could stop a core with 8 bytes).
+    #[test]
+    fn an_empty_hello_alone_is_an_error_not_a_panic() {
+        let mut d = FrameDecoder::default();
+        d.push(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0]));
+        let mut parts = Vec::new();
+        assert_eq!(d.next_frame_parts(&mut parts), Some(Err(FrameError::BadHello)));
+        let mut d = FrameDecoder::default();
+        d.push(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(d.next_frame(), Some(Err(FrameError::BadHello)));
     }
 
     #[test]
