@@ -53,6 +53,8 @@ pub struct EchoStats {
     pub expired: [u64; 3],
     /// Receives stopped because their reader fell behind (re-armed when it caught up).
     pub receives_capped: u64,
+    /// Framed connections whose peer ended the stream in the middle of a frame.
+    pub truncated: u64,
 }
 
 impl std::ops::AddAssign<&EchoStats> for EchoStats {
@@ -87,6 +89,7 @@ impl EchoStats {
         self.send.coalesced_bytes += o.send.coalesced_bytes;
         self.send.unpinned_bytes += o.send.unpinned_bytes;
         self.receives_capped += o.receives_capped;
+        self.truncated += o.truncated;
         self.decode.compacted_bytes += o.decode.compacted_bytes;
         for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
             *a += b;
@@ -437,6 +440,10 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     Box::pin(close_expired(&conn, &mut tx, &stream, x)).await;
                 } else {
                     failed = end.is_some();
+                    if end.is_none() && dec.buffered() > 0 {
+                        // The peer ended its stream inside a frame: counted, not silent.
+                        bump(|s| s.truncated += 1);
+                    }
                 }
                 break;
             }

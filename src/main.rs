@@ -25,7 +25,20 @@ fn main() {
                 .map(|l| l.trim().trim_start_matches("error: "))
                 .collect();
             let line = if message.is_empty() { "invalid arguments".to_string() } else { message.join(" ") };
-            eprintln!("ringnode: {line} (see --help)");
+            // Asked for JSON on stderr (even if the command line failed to parse otherwise)?
+            let args: Vec<String> = std::env::args().collect();
+            let json = args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
+                || args.iter().any(|a| a == "--log-format=json");
+            if json {
+                let v = serde_json::json!({
+                    "level": "ERROR",
+                    "fields": { "message": format!("{line} (see --help)"), "exit_code": 2 },
+                    "target": "ringnode",
+                });
+                eprintln!("{v}");
+            } else {
+                eprintln!("ringnode: {line} (see --help)");
+            }
             std::process::exit(2);
         }
     };

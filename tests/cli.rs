@@ -230,3 +230,54 @@ fn log_format_json_writes_one_json_object_per_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_server_whose_stdout_reader_went_away_still_stops_with_exit_0() {
+    use std::io::{BufRead, BufReader};
+    // As in `ringnode echo … | head -1`: the address is read, then the pipe is closed.
+    let mut child = ringnode(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("listening on"), "{first}");
+    // The reader (and with it the pipe's only read end) is gone now.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn junk_durations_and_a_frame_limit_below_a_hello_are_usage_errors() {
+    for (flag, value) in [("--idle-timeout", "0banana"), ("--send-timeout", "0x"), ("--handshake-timeout", "0days")] {
+        let out = run_bounded(ringnode(&["echo", "--listen", "127.0.0.1:0", flag, value]), Duration::from_secs(30));
+        assert_one_line_error(&out, 2, value);
+    }
+    let out = run_bounded(
+        ringnode(&["echo", "--listen", "127.0.0.1:0", "--framed", "--max-frame", "4"]),
+        Duration::from_secs(30),
+    );
+    assert_one_line_error(&out, 2, "--max-frame 4");
+    // In JSON mode even a usage error is one JSON object.
+    let out = run_bounded(
+        ringnode(&["--log-format", "json", "echo", "--listen", "127.0.0.1:0", "--idle-timeout", "abc"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert!(v["fields"]["message"].as_str().unwrap().contains("abc"), "{err}");
+}

@@ -149,6 +149,8 @@ fn each_bad_frame_closes_only_its_connection_with_a_reason() {
     for (name, _, _) in bad_inputs() {
         assert!(out.contains(&format!("{name} 1")), "counter for {name} in: {out}");
     }
+    // The connection cut off mid-frame is counted too.
+    assert!(out.contains("ended the stream inside a frame: 1"), "{out}");
     assert_eq!(parse_stop_line(&out).0, 2 + bad_inputs().len() as u64 + 1);
 }
 
@@ -384,4 +386,29 @@ fn silent_idle_and_unread_connections_are_closed_at_their_limits() {
         out.contains("connections closed at a limit: handshake_timeout 50, idle_timeout 1, send_timeout 1"),
         "{out}"
     );
+}
+
+#[test]
+fn load_reports_the_servers_close_reason_as_a_close_not_a_malformed_reply() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed", "--max-frame", "1KiB"]);
+    let target = server.addr.to_string();
+    // Frames of 2 KiB against a 1 KiB limit: the server answers each connection with CLOSE
+    // too_large (code 4).
+    let (v, out) = common::load_json(&[
+        "--mode",
+        "framed",
+        "--target",
+        &target,
+        "--connections",
+        "2",
+        "--size",
+        "2KiB",
+        "--duration",
+        "1s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(v["errors"]["closed"].as_u64(), Some(2), "{v}");
+    assert_eq!(v["errors"]["malformed"].as_u64(), Some(0), "{v}");
+    assert!(err.contains("CLOSE code 4"), "the reason is said: {err}");
+    drop(server);
 }

@@ -212,8 +212,11 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 /// Parses a duration, where zero is allowed (`0`, `0s`, `0ms`).
 pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    let digits = s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == 'µ');
-    if !digits.is_empty() && digits.parse::<f64>() == Ok(0.0) {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let known_unit = matches!(unit, "" | "s" | "ms" | "us" | "µs" | "m" | "min" | "h");
+    if known_unit && !num.is_empty() && num.parse::<f64>() == Ok(0.0) {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
@@ -296,5 +299,10 @@ mod tests {
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration_or_zero("s").is_err());
+        assert_eq!(parse_duration_or_zero("0ms"), Ok(Duration::ZERO));
+        // Junk that starts with a zero is junk, not "off".
+        for junk in ["0banana", "0x", "0days", "-0", "0 s s"] {
+            assert!(parse_duration_or_zero(junk).is_err(), "{junk}");
+        }
     }
 }

@@ -12,6 +12,23 @@ use crate::report;
 use crate::ring::{Probe, RingError};
 use crate::runtime::RuntimeConfig;
 
+/// `println!` that does not panic when whoever read stdout has gone (a `| head -1` that took the
+/// address line): the report is lost, the exit code is not.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!`, likewise.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Descriptors a process needs besides its connections (rings, eventfds, stdio, listeners).
 const FD_RESERVE: u64 = 64;
 
@@ -32,6 +49,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             idle_timeout,
             send_timeout,
         } => {
+            if framed && max_frame < crate::frame::MIN_MAX_PAYLOAD as usize {
+                return Err(Failure::usage(format!(
+                    "--max-frame {max_frame}: at least {} bytes, or not even a HELLO fits",
+                    crate::frame::MIN_MAX_PAYLOAD
+                )));
+            }
             let framed = framed.then(|| FramedOpts {
                 max_payload: u32::try_from(max_frame).unwrap_or(u32::MAX).min(crate::frame::MAX_PAYLOAD_LIMIT),
                 send_limit,
@@ -122,7 +145,7 @@ fn echo(
     let mut rt = RuntimeConfig::on_cpus(&cpus, true, "echo");
     rt.handle_signals = true;
     let server = EchoServer::start(EchoConfig { listen, udp, framed, limits, runtime: rt })?;
-    println!(
+    outln!(
         "ringnode echo: listening on {} ({}, {} core(s), {})",
         server.local_addr(),
         if udp {
@@ -137,7 +160,7 @@ fn echo(
     );
     let _ = std::io::stdout().flush();
     let stats = server.join()?;
-    println!("{}", report::echo_text(&stats));
+    outln!("{}", report::echo_text(&stats));
     Ok(())
 }
 
@@ -305,9 +328,9 @@ fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
         tracing::error!("--hdr-log: writing failed: {e}");
     }
     if a.json {
-        println!("{}", report::load_json(&cfg, &result));
+        outln!("{}", report::load_json(&cfg, &result));
     } else {
-        print!("{}", report::load_text(&cfg, &result));
+        out!("{}", report::load_text(&cfg, &result));
     }
     let target = cfg.target;
     let failed_fast = cfg.fail_fast && result.errors.total() > 0;
@@ -359,7 +382,7 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
             .iter()
             .map(|(q, v)| (format!("p{q}_us"), serde_json::json!(*v as f64 / 1000.0)))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
@@ -370,7 +393,7 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
             })
         );
     } else {
-        println!(
+        outln!(
             "ringnode report: {} file(s), {} intervals, {} samples",
             logs.len(),
             logs.iter().map(|l| l.intervals).sum::<usize>(),
@@ -382,7 +405,7 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
             .zip(report::PERCENTILES)
             .map(|((_, v), (_, name))| format!("{name} {:.1}", *v as f64 / 1000.0))
             .collect();
-        println!("  latency µs   {}  max {:.1}", parts.join("  "), summary.max as f64 / 1000.0);
+        outln!("  latency µs   {}  max {:.1}", parts.join("  "), summary.max as f64 / 1000.0);
     }
     if let Some(out) = svg {
         let mut series: Vec<(String, &hdrhistogram::Histogram<u64>)> =
@@ -394,7 +417,7 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
         std::fs::write(out, doc)
             .map_err(|e| Failure::runtime(format!("--svg {}: cannot write: {e}", out.display())))?;
         if !json {
-            println!("  plot         {}", out.display());
+            outln!("  plot         {}", out.display());
         }
     }
     Ok(())
@@ -406,9 +429,9 @@ fn info(json: bool) -> Result<(), Failure> {
         std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().and_then(|s| s.trim().parse().ok());
     let probe = require_io_uring().map_err(|f| f.message);
     if json {
-        println!("{}", report::info_json(&kernel, disabled, &probe));
+        outln!("{}", report::info_json(&kernel, disabled, &probe));
     } else {
-        print!("{}", report::info_text(&kernel, disabled, &probe));
+        out!("{}", report::info_text(&kernel, disabled, &probe));
     }
     match probe {
         Ok(_) => Ok(()),
@@ -447,7 +470,7 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
         runtime: server_rt,
     })?;
     let target = server.local_addr();
-    println!(
+    outln!(
         "ringnode demo: echo server on {target}, {connections} connections × {size} B for {:.1} s ({layout})",
         duration.as_secs_f64()
     );
@@ -461,8 +484,8 @@ fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failu
     server.handle().shutdown();
     let stats = server.join()?;
     let result = result?;
-    print!("{}", report::load_text(&cfg, &result));
-    println!("{}", report::echo_text(&stats));
+    out!("{}", report::load_text(&cfg, &result));
+    outln!("{}", report::echo_text(&stats));
     if result.received == 0 || result.errors.mismatch > 0 {
         return Err(Failure::runtime("demo failed: the echo server did not answer correctly"));
     }

@@ -27,6 +27,8 @@ pub const VERSION: u16 = 1;
 pub const MAGIC: &[u8; 4] = b"RNOD";
 /// Default largest payload a decoder accepts.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
+/// Smallest payload limit that still lets a HELLO (8 bytes) through.
+pub const MIN_MAX_PAYLOAD: u32 = 8;
 /// Largest payload any decoder may be configured to accept.
 pub const MAX_PAYLOAD_LIMIT: u32 = 64 << 20;
 

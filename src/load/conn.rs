@@ -112,6 +112,21 @@ enum Failure {
     Malformed,
 }
 
+/// What a reply error counts as. A CLOSE from the server is the server ending the connection (with
+/// its reason, said once per core), not a malformed reply.
+fn failure_of(run: &CoreRun, e: &ReplyError) -> Failure {
+    match e {
+        ReplyError::Mismatch => Failure::Mismatch,
+        ReplyError::Malformed(_) => Failure::Malformed,
+        ReplyError::Closed(why) => {
+            if !run.said_server_close.replace(true) {
+                tracing::warn!("{why}");
+            }
+            Failure::Closed
+        }
+    }
+}
+
 fn count(run: &CoreRun, f: Failure) {
     run.error(|c| match f {
         Failure::Closed => c.closed += 1,
@@ -259,7 +274,7 @@ async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
             };
             run.received_bytes(chunk.len());
             if let Err(e) = parser.borrow_mut().feed(&chunk, &mut replies) {
-                count(run, if e == ReplyError::Mismatch { Failure::Mismatch } else { Failure::Malformed });
+                count(run, failure_of(run, &e));
                 break;
             }
             for super::Reply::Ok(status) in replies.drain(..) {
@@ -423,13 +438,7 @@ async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
                 Some(Err(_)) => return Err(Failure::Reset),
                 Some(Ok(c)) => {
                     run.result.borrow_mut().bytes_received += c.len() as u64;
-                    parser.feed(&c, &mut replies).map_err(|e| {
-                        if e == ReplyError::Mismatch {
-                            Failure::Mismatch
-                        } else {
-                            Failure::Malformed
-                        }
-                    })?;
+                    parser.feed(&c, &mut replies).map_err(|e| failure_of(run, &e))?;
                     if let Some(super::Reply::Ok(status)) = replies.pop() {
                         let mut r = run.result.borrow_mut();
                         r.received += 1;

@@ -425,6 +425,8 @@ pub(crate) struct CoreRun {
     pub deadline: std::cell::Cell<Instant>,
     /// The first connect error was printed.
     pub said_connect_error: std::cell::Cell<bool>,
+    /// Whether this core has logged a server's CLOSE reason yet.
+    pub said_server_close: std::cell::Cell<bool>,
     /// Messages this core may still send (`--messages`).
     pub budget: std::cell::Cell<Option<u64>>,
     pub up: std::cell::Cell<u64>,
@@ -550,6 +552,7 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
         measure_start: std::cell::Cell::new(created),
         deadline: std::cell::Cell::new(created),
         said_connect_error: std::cell::Cell::new(false),
+        said_server_close: std::cell::Cell::new(false),
         budget: std::cell::Cell::new(budget),
         up: std::cell::Cell::new(0),
         published_up: std::cell::Cell::new(0),

@@ -24,6 +24,9 @@ pub enum ReplyError {
     /// The server sent something that is not a reply of the expected form.
     #[error("malformed reply: {0}")]
     Malformed(String),
+    /// The server closed the connection with a CLOSE frame: its code and reason.
+    #[error("the server closed the connection: {0}")]
+    Closed(String),
 }
 
 /// Recognises replies in a byte stream.
@@ -164,7 +167,12 @@ impl ReplyParser for FramedReplies {
                     }
                     out.push(Reply::Ok(None));
                 }
-                Kind::Close => return Err(ReplyError::Malformed("the server closed with a CLOSE frame".into())),
+                Kind::Close => {
+                    let p = &f.payload;
+                    let code = u16::from_be_bytes([p[0], p[1]]);
+                    let reason = String::from_utf8_lossy(&p[2..]);
+                    return Err(ReplyError::Closed(format!("CLOSE code {code}: {reason}")));
+                }
                 _ => {}
             }
         }

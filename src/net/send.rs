@@ -268,7 +268,11 @@ async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usiz
         if io_uring::cqueue::notif(c.flags()) {
             let copied = c.result() as u32 & NOTIF_USAGE_ZC_COPIED != 0;
             was_copied = Some(copied);
-            bump(|s| if copied { s.zc_copied += 1 } else { s.zc_zero_copy += 1 });
+            // Counted with the send it belongs to: a send that failed (an aborted connection) is
+            // in neither count.
+            if matches!(sent, Some(Ok(_))) {
+                bump(|s| if copied { s.zc_copied += 1 } else { s.zc_zero_copy += 1 });
+            }
         } else {
             let r = c.into_result().map(|n| n as usize);
             if let Ok(n) = r {

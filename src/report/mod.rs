@@ -41,6 +41,9 @@ pub fn echo_text(s: &EchoStats) -> String {
             t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up, t.coalesced_bytes, t.unpinned_bytes
         );
     }
+    if s.truncated > 0 {
+        out += &format!("\nringnode echo: connections whose peer ended the stream inside a frame: {}", s.truncated);
+    }
     if s.expired.iter().any(|&n| n > 0) {
         out += &format!(
             "\nringnode echo: connections closed at a limit: handshake_timeout {}, idle_timeout {}, send_timeout {}",
