@@ -273,17 +273,11 @@ async fn core_main(
             let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Both);
         }
     });
-    let deadline = Instant::now() + STOP_GRACE;
-    while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
-        runtime::sleep(Duration::from_millis(5)).await;
-    }
+    until_all_closed(STOP_GRACE).await;
     // Whatever is still open after the grace (a send that started since) is aborted, and gets a
     // moment to end, so the ring is not left holding its operations.
     STATE.with(|s| s.open.borrow().iter().for_each(|(_, c)| crate::sys::abort_tcp(&c.fd)));
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
-        runtime::sleep(Duration::from_millis(5)).await;
-    }
+    until_all_closed(Duration::from_millis(500)).await;
     let mut stats = STATE.with(|s| s.stats.get());
     if let Some(p) = crate::buf::pool_stats() {
         stats.pool = p;
@@ -293,6 +287,14 @@ async fn core_main(
     match failure {
         Some(e) => Err(e),
         None => Ok(stats),
+    }
+}
+
+/// Waits (at most `limit`) until this core has no open connection.
+async fn until_all_closed(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
+        runtime::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -310,16 +312,22 @@ impl Conn {
         self.deadlines.borrow_mut().activity(runtime::now());
     }
 
-    /// Sends what `tx` holds; the watchdog ends a send that makes no progress for the send limit
-    /// (each partial send that completes starts the limit again).
+    /// Runs `send` as this connection's send in progress: the watchdog ends it if it makes no
+    /// progress for the send limit.
+    async fn sending<F: std::future::Future>(&self, send: F) -> F::Output {
+        self.deadlines.borrow_mut().send_started(runtime::now());
+        let r = send.await;
+        self.deadlines.borrow_mut().send_finished(runtime::now());
+        r
+    }
+
+    /// Sends what `tx` holds, as a send in progress (each partial send that completes starts the
+    /// send limit again).
     async fn flush(&self, tx: &mut SendQueue) -> std::io::Result<()> {
         if tx.queued() == 0 {
             return Ok(());
         }
-        self.deadlines.borrow_mut().send_started(runtime::now());
-        let r = tx.flush_observed(|_| self.deadlines.borrow_mut().send_started(runtime::now())).await;
-        self.deadlines.borrow_mut().send_finished(runtime::now());
-        r
+        self.sending(tx.flush_observed(|_| self.deadlines.borrow_mut().send_started(runtime::now()))).await
     }
 }
 
@@ -331,9 +339,9 @@ fn watchdog_tick(limits: &Limits) -> Option<Duration> {
 }
 
 /// The core's one timer for every connection's limits: each tick it checks the registry, and
-/// shuts the socket of a connection that passed a limit — its read side for the handshake and idle
+/// ends a connection that passed a limit — shutting its read side for the handshake and idle
 /// limits (the pending receive ends, and the connection says why in a CLOSE frame before it
-/// closes), both sides for a send that waits too long (the send fails). Connections pay nothing
+/// closes), aborting it for a send that makes no progress (the send fails). Connections pay nothing
 /// per message for their deadlines: no timer is armed, moved or polled on their path.
 async fn watchdog(tick: Duration) {
     loop {
@@ -344,7 +352,7 @@ async fn watchdog(tick: Duration) {
                 if c.expired.get().is_some() {
                     continue;
                 }
-                if let Err(x) = c.deadlines.borrow().check(now) {
+                if let Some(x) = c.deadlines.borrow().check(now) {
                     c.expired.set(Some(x));
                     if x == Expiry::Send {
                         // Abort: the peer does not read, so what is queued would never leave;
@@ -354,9 +362,7 @@ async fn watchdog(tick: Duration) {
                     } else {
                         let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Read);
                     }
-                    let mut st = s.stats.get();
-                    st.expired[x as usize] += 1;
-                    s.stats.set(st);
+                    bump(|st| st.expired[x as usize] += 1);
                 }
             }
         });
@@ -400,10 +406,7 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
             s.messages_in += 1;
             s.bytes_in += n;
         });
-        conn.deadlines.borrow_mut().send_started(runtime::now());
-        let sent = stream.send_all(chunk).await.0;
-        conn.deadlines.borrow_mut().send_finished(runtime::now());
-        if sent.is_err() {
+        if conn.sending(stream.send_all(chunk)).await.0.is_err() {
             failed = true;
             break;
         }

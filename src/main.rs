@@ -29,33 +29,27 @@ fn main() {
             let args: Vec<String> = std::env::args().collect();
             let json = args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
                 || args.iter().any(|a| a == "--log-format=json");
-            if json {
-                let v = serde_json::json!({
-                    "level": "ERROR",
-                    "fields": { "message": format!("{line} (see --help)"), "exit_code": 2 },
-                    "target": "ringnode",
-                });
-                eprintln!("{v}");
-            } else {
-                eprintln!("ringnode: {line} (see --help)");
-            }
-            std::process::exit(2);
+            fail(json, &format!("{line} (see --help)"), 2);
         }
     };
     let json = cli.log_format == ringnode::cli::LogFormat::Json;
     if let Err(f) = ringnode::cli::run(cli) {
-        if json {
-            // The same line as one JSON object, like everything else on stderr in this mode;
-            // written directly, so that no RUST_LOG filter can hide why the process failed.
-            let v = serde_json::json!({
-                "level": "ERROR",
-                "fields": { "message": f.message, "exit_code": f.code },
-                "target": "ringnode",
-            });
-            eprintln!("{v}");
-        } else {
-            eprintln!("ringnode: {}", f.message);
-        }
-        std::process::exit(f.code);
+        fail(json, &f.message, f.code);
     }
+}
+
+/// Says why the process fails — one line, or in JSON mode one JSON object like everything else on
+/// stderr, written directly so that no `RUST_LOG` filter can hide it — and exits with `code`.
+fn fail(json: bool, message: &str, code: i32) -> ! {
+    if json {
+        let v = serde_json::json!({
+            "level": "ERROR",
+            "fields": { "message": message, "exit_code": code },
+            "target": "ringnode",
+        });
+        eprintln!("{v}");
+    } else {
+        eprintln!("ringnode: {message}");
+    }
+    std::process::exit(code);
 }

@@ -118,7 +118,7 @@ impl FrameDecoder {
         let pinned = pinned.max(len);
         self.buffered += len;
         let after = self.held + self.tail.len() + pinned;
-        let wasteful = len.saturating_mul(4) < pinned;
+        let wasteful = wasteful(len, pinned);
         // A small chunk joins the compacted bytes when they are the newest data (so a trickle grows
         // one buffer instead of making a chunk per receive), or once the bound nears.
         if after > self.hold_limit || (wasteful && (after > self.hold_limit / 2 || !self.tail.is_empty())) {
@@ -156,7 +156,7 @@ impl FrameDecoder {
         let (Some(last), Some(&pin)) = (self.chunks.back(), self.pins.back()) else {
             return;
         };
-        if last.len().saturating_mul(4) >= pin {
+        if !wasteful(last.len(), pin) {
             return;
         }
         let last = self.chunks.pop_back().expect("checked");
@@ -343,6 +343,12 @@ impl FrameDecoder {
         self.buffered = 0;
         e
     }
+}
+
+/// Whether `len` bytes that keep `pinned` bytes alive use less than a quarter of them: worth
+/// copying out rather than holding the buffer.
+fn wasteful(len: usize, pinned: usize) -> bool {
+    len.saturating_mul(4) < pinned
 }
 
 fn check_hello(p: &[u8]) -> Result<(), FrameError> {

@@ -1,10 +1,9 @@
-//! The deadlines of one connection as a sans-IO state machine (times in; an expiry, or when to
-//! look again, out): a handshake that must finish, an idle limit, and a limit on how long one send
-//! may wait for a peer that does not read.
+//! The deadlines of one connection as a sans-IO state machine (times in, the limit passed if any
+//! out): a handshake that must finish, an idle limit, and a limit on how long one send may wait
+//! for a peer that does not read.
 //!
 //! Activity costs a field write, never a timer operation: a driver checks the state from time to
-//! time (the echo server's watchdog, once per tick for every connection of its core), and it
-//! answers "passed: which" or "not yet; look again at T".
+//! time (the echo server's watchdog, once per tick for every connection of its core).
 
 use std::time::{Duration, Instant};
 
@@ -73,11 +72,6 @@ impl Deadlines {
         }
     }
 
-    /// Whether any limit is set (without one, no timer is needed).
-    pub fn any(&self) -> bool {
-        self.limits.handshake.is_some() || self.limits.idle.is_some() || self.limits.send.is_some()
-    }
-
     /// Something was received or sent.
     pub fn activity(&mut self, now: Instant) {
         self.last_activity = now;
@@ -104,39 +98,16 @@ impl Deadlines {
         self.last_activity = now;
     }
 
-    /// At `now`: `Err` with the limit passed, or `Ok` with when to look again (`None`: never).
-    /// The instant returned is never later than a limit could pass, whatever happens meanwhile
-    /// (a send that starts after it was computed included), so a driver may sleep until it.
-    pub fn check(&self, now: Instant) -> Result<Option<Instant>, Expiry> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        if let (false, Some(h)) = (self.handshaken, self.limits.handshake) {
-            let due = self.opened + h;
-            if now >= due {
-                return Err(Expiry::Handshake);
-            }
-            consider(due);
+    /// The limit this connection has passed at `now`, if any.
+    pub fn check(&self, now: Instant) -> Option<Expiry> {
+        let passed = |since: Instant, limit: Option<Duration>| limit.is_some_and(|l| now >= since + l);
+        if !self.handshaken && passed(self.opened, self.limits.handshake) {
+            return Some(Expiry::Handshake);
         }
-        match (self.sending_since, self.limits.send) {
-            (Some(since), Some(s)) => {
-                let due = since + s;
-                if now >= due {
-                    return Err(Expiry::Send);
-                }
-                consider(due);
-            }
-            // A send may start at any moment, and must not wait past `now + s` unseen.
-            (None, Some(s)) => consider(now + s),
-            _ => {}
+        match self.sending_since {
+            Some(since) => passed(since, self.limits.send).then_some(Expiry::Send),
+            None => passed(self.last_activity, self.limits.idle).then_some(Expiry::Idle),
         }
-        if let (None, Some(i)) = (self.sending_since, self.limits.idle) {
-            let due = self.last_activity + i;
-            if now >= due {
-                return Err(Expiry::Idle);
-            }
-            consider(due);
-        }
-        Ok(next)
     }
 }
 
@@ -156,8 +127,8 @@ mod tests {
     fn a_connection_that_never_handshakes_expires_at_the_handshake_limit() {
         let t0 = Instant::now();
         let d = Deadlines::new(limits(), t0);
-        assert!(d.check(t0 + Duration::from_secs(9)).is_ok());
-        assert_eq!(d.check(t0 + Duration::from_secs(10)), Err(Expiry::Handshake));
+        assert_eq!(d.check(t0 + Duration::from_secs(9)), None);
+        assert_eq!(d.check(t0 + Duration::from_secs(10)), Some(Expiry::Handshake));
     }
 
     #[test]
@@ -166,21 +137,27 @@ mod tests {
         let mut d = Deadlines::new(limits(), t0);
         d.handshaken();
         d.activity(t0 + Duration::from_secs(50));
-        assert!(d.check(t0 + Duration::from_secs(100)).is_ok());
-        assert_eq!(d.check(t0 + Duration::from_secs(110)), Err(Expiry::Idle));
+        assert_eq!(d.check(t0 + Duration::from_secs(100)), None);
+        assert_eq!(d.check(t0 + Duration::from_secs(110)), Some(Expiry::Idle));
         d.send_started(t0 + Duration::from_secs(100));
-        assert!(d.check(t0 + Duration::from_secs(104)).is_ok());
-        assert_eq!(d.check(t0 + Duration::from_secs(105)), Err(Expiry::Send));
+        assert_eq!(d.check(t0 + Duration::from_secs(104)), None);
+        assert_eq!(d.check(t0 + Duration::from_secs(105)), Some(Expiry::Send));
         d.send_finished(t0 + Duration::from_secs(104));
-        assert!(d.check(t0 + Duration::from_secs(105)).is_ok());
+        assert_eq!(d.check(t0 + Duration::from_secs(105)), None);
     }
 
     #[test]
-    fn the_next_look_is_never_after_a_send_could_expire() {
+    fn a_send_that_starts_later_expires_at_its_own_limit() {
         let t0 = Instant::now();
         let mut d = Deadlines::new(limits(), t0);
         d.handshaken();
-        let next = d.check(t0).unwrap().unwrap();
-        assert!(next <= t0 + Duration::from_secs(5), "a send starting now expires at +5 s");
+        assert_eq!(d.check(t0), None);
+        d.send_started(t0 + Duration::from_secs(30));
+        assert_eq!(d.check(t0 + Duration::from_secs(34)), None);
+        assert_eq!(
+            d.check(t0 + Duration::from_secs(35)),
+            Some(Expiry::Send),
+            "a send starting at +30 s expires at +35 s"
+        );
     }
 }

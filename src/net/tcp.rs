@@ -60,11 +60,16 @@ struct FdShortage {
 }
 
 impl FdShortage {
+    /// Whether a line may be written at `now`: none in the last second.
+    fn may_log(&self, now: std::time::Instant) -> bool {
+        self.last.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1))
+    }
+
     /// An accept succeeded: if failures went unreported since the last line, say so — within the
     /// same once-a-second limit as the lines about the failures.
     fn recovered(&mut self) {
         let now = runtime::now();
-        if self.count > 0 && self.last.is_some_and(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+        if self.count > 0 && self.last.is_some() && self.may_log(now) {
             tracing::warn!(
                 count = self.count,
                 "accepting again; accepts that failed for lack of descriptors since the last line"
@@ -77,7 +82,7 @@ impl FdShortage {
     fn note(&mut self, e: &io::Error) {
         self.count += 1;
         let now = runtime::now();
-        if self.last.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+        if self.may_log(now) {
             tracing::warn!(
                 count = self.count,
                 nofile_limit = crate::sys::nofile_limit().0,

@@ -276,9 +276,7 @@ impl Ring {
     /// Every pointer in `entry` must stay valid until the entry's final completion is reaped.
     pub(crate) unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         for _ in 0..PUSH_RETRIES {
-            if let Some(e) = &self.failure {
-                return Err(io::Error::new(e.kind(), e.to_string()));
-            }
+            self.failed()?;
             // SAFETY: the caller guarantees the entry's pointers outlive the operation.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
                 self.stats.submitted += 1;
@@ -292,9 +290,21 @@ impl Ring {
                 self.reap_into(&mut |_, _| {});
             }
         }
-        let e = io::Error::new(io::ErrorKind::WouldBlock, "the submission queue stayed full");
+        Err(self.fail(io::Error::new(io::ErrorKind::WouldBlock, "the submission queue stayed full")))
+    }
+
+    /// `Err` with (a copy of) the error that made this ring unusable, if one did.
+    fn failed(&self) -> io::Result<()> {
+        match &self.failure {
+            Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the ring unusable because of `e`, and hands `e` back.
+    fn fail(&mut self, e: io::Error) -> io::Error {
         self.failure = Some(io::Error::new(e.kind(), e.to_string()));
-        Err(e)
+        e
     }
 
     /// Submits `entry` as a new operation and returns its key. If the ring has failed, the
@@ -490,9 +500,7 @@ impl Ring {
     /// call per loop turn. `EINTR`, `EAGAIN` and `EBUSY` are transient (the caller reaps and comes
     /// back); any other error is returned, remembered, and makes the ring unusable.
     pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
-        if let Some(e) = &self.failure {
-            return Err(io::Error::new(e.kind(), e.to_string()));
-        }
+        self.failed()?;
         let to_submit = self.uring.submission().len() as u32;
         self.stats.enters += 1;
         let mut flags = io_uring::EnterFlags::GETEVENTS;
@@ -525,10 +533,7 @@ impl Ring {
                 // Interrupted; the wait timed out; the completion queue is full (the caller
                 // reaps and comes back); the kernel could not allocate for a moment.
                 Some(libc::EINTR) | Some(libc::ETIME) | Some(libc::EBUSY) | Some(libc::EAGAIN) => Ok(()),
-                _ => {
-                    self.failure = Some(io::Error::new(e.kind(), e.to_string()));
-                    Err(e)
-                }
+                _ => Err(self.fail(e)),
             },
         }
     }

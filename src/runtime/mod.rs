@@ -323,8 +323,8 @@ fn run_core<Fut: Future + 'static>(
         }
         if let Err(e) = entered {
             // The ring itself failed: nothing on this core can make progress. Stop it, and ask
-            // the others to stop too; the runtime's caller reports the error (exit 1).
-            // Reported once, by whoever started the runtime (the error is returned to it).
+            // the others to stop too. The error is returned to whoever started the runtime, who
+            // reports it once (the tools: one line, exit 1); here it is only a debug event.
             tracing::debug!(core = shared.index, error = %e, "io_uring_enter failed; stopping");
             failure = Some(RuntimeError::Enter { core: shared.index, source: e });
             handle.shutdown();

@@ -26,19 +26,13 @@ pub struct Sleep {
 }
 
 impl Sleep {
-    /// When it fires.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Moves the deadline (re-registering on the next poll).
-    pub fn reset(&mut self, deadline: Instant) {
+    /// Leaves the core's timers, if registered.
+    fn unregister(&mut self) {
         if let Some(k) = self.key.take() {
             if let Some(e) = Executor::try_current() {
                 e.cancel_timer(k);
             }
         }
-        self.deadline = deadline;
     }
 }
 
@@ -47,9 +41,7 @@ impl Future for Sleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // The turn's clock: a timer is due once the clock read after the last enter passed it.
         if turn_now() >= self.deadline {
-            if let Some(k) = self.key.take() {
-                Executor::current().cancel_timer(k);
-            }
+            self.unregister();
             return Poll::Ready(());
         }
         // Already registered with this waker: nothing to do (the common case of a timer polled
@@ -66,11 +58,7 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            if let Some(e) = Executor::try_current() {
-                e.cancel_timer(k);
-            }
-        }
+        self.unregister();
     }
 }
 
