@@ -281,3 +281,61 @@ fn junk_durations_and_a_frame_limit_below_a_hello_are_usage_errors() {
     let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
     assert!(v["fields"]["message"].as_str().unwrap().contains("abc"), "{err}");
 }
+
+/// The CPUs each `echo-N` thread of `pid` may run on, from /proc.
+fn core_thread_cpus(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir").flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !name.starts_with("echo-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim();
+        out.push(list.to_string());
+    }
+    out
+}
+
+#[test]
+fn cpus_pins_each_core_and_fewer_cores_than_cpus_run_unpinned() {
+    let allowed = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|s| s.trim().to_string()))
+        .unwrap();
+    let cpus: Vec<usize> = (0..4096).filter(|&c| cpu_in_list(&allowed, c)).collect();
+    if cpus.len() < 2 {
+        common::skip("needs two CPUs to tell pinned from unpinned");
+        return;
+    }
+    let last = cpus[cpus.len() - 1].to_string();
+    // --cpus LAST: the one core runs on that CPU only.
+    let s = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cpus", &last]);
+    assert_eq!(core_thread_cpus(s.pid()), vec![last.clone()]);
+    assert!(s.stop(Duration::from_secs(20)).1.contains("stopped:"));
+    // --cores 1 on a machine with more CPUs: unpinned, not stacked on the first CPU.
+    let s = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
+    assert_eq!(core_thread_cpus(s.pid()), vec![allowed.clone()]);
+    drop(s);
+    // --no-pin with every CPU: unpinned too.
+    let s = Server::start(&["echo", "--listen", "127.0.0.1:0", "--no-pin"]);
+    let threads = core_thread_cpus(s.pid());
+    assert_eq!(threads.len(), cpus.len());
+    assert!(threads.iter().all(|t| *t == allowed), "{threads:?}");
+    drop(s);
+    // A CPU this process may not use is named, exit 2.
+    let out = common::run_bounded(
+        common::ringnode(&["echo", "--listen", "127.0.0.1:0", "--cpus", "4095"]),
+        Duration::from_secs(20),
+    );
+    assert_one_line_error(&out, 2, "CPU 4095");
+}
+
+/// Whether `cpu` is in a `Cpus_allowed_list` such as `0-1,4`.
+fn cpu_in_list(list: &str, cpu: usize) -> bool {
+    list.split(',').any(|p| match p.split_once('-') {
+        Some((a, b)) => (a.parse().unwrap_or(usize::MAX)..=b.parse().unwrap_or(0)).contains(&cpu),
+        None => p.parse() == Ok(cpu),
+    })
+}

@@ -35,9 +35,9 @@ pub enum Command {
         /// Address to listen on, e.g. `127.0.0.1:7000` or `[::1]:7000` (port 0: any free port).
         #[arg(long, value_parser = parse_addr)]
         listen: SocketAddr,
-        /// Cores (pinned threads, one ring each); default: every CPU this process may use.
-        #[arg(long)]
-        cores: Option<usize>,
+        /// Where the cores run.
+        #[command(flatten)]
+        cpus: CpuArgs,
         /// Echo UDP datagrams instead of TCP streams.
         #[arg(long, conflicts_with = "framed")]
         udp: bool,
@@ -98,7 +98,61 @@ pub enum Command {
         /// Payload size.
         #[arg(long, default_value = "64", value_parser = parse_size)]
         size: usize,
+        /// Run on these CPUs (`0-3`, `1,3`): the server on the first half, the client on the rest.
+        #[arg(long, value_parser = parse_cpu_list)]
+        cpus: Option<CpuList>,
+        /// Do not pin the threads to CPUs.
+        #[arg(long)]
+        no_pin: bool,
     },
+}
+
+/// Where a command's cores run: `--cores`, `--cpus`, `--no-pin`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CpuArgs {
+    /// Cores (threads, one ring each) [default: one per CPU this process may use]. Threads are
+    /// pinned when they take every allowed CPU; fewer cores run unpinned, so that several
+    /// processes on one machine do not all stack on its first CPUs (choose CPUs with --cpus).
+    #[arg(long, conflicts_with = "cpus")]
+    pub cores: Option<usize>,
+    /// One core on each of these CPUs, pinned: `2`, `0-3`, `1,3,5-7`.
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+    /// Do not pin the cores' threads to CPUs (the scheduler places them).
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+/// A list of CPU numbers as `--cpus` takes it, in the order given, without repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses `2`, `0-3`, `1,3,5-7` (the `taskset -c` notation).
+pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
+    let bad = || format!("'{s}' is not a CPU list such as 2, 0-3 or 1,3,5-7");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => {
+                (a.trim().parse::<usize>().map_err(|_| bad())?, b.trim().parse::<usize>().map_err(|_| bad())?)
+            }
+            None => {
+                let a = part.parse::<usize>().map_err(|_| bad())?;
+                (a, a)
+            }
+        };
+        if a > b || b >= 4096 {
+            return Err(bad());
+        }
+        for c in a..=b {
+            if out.contains(&c) {
+                return Err(format!("'{s}': CPU {c} is listed twice"));
+            }
+            out.push(c);
+        }
+    }
+    Ok(CpuList(out))
 }
 
 /// `ringnode load`: a load generator with several modes, closed or open loop.
@@ -160,9 +214,9 @@ pub struct LoadArgs {
     /// HTTP request body from a file.
     #[arg(long)]
     pub body_file: Option<std::path::PathBuf>,
-    /// Cores; default: every CPU this process may use.
-    #[arg(long)]
-    pub cores: Option<usize>,
+    /// Where the cores run.
+    #[command(flatten)]
+    pub cpus: CpuArgs,
     /// Source address range for outgoing connections, e.g. 127.0.0.1-127.0.0.4 (about 28,000
     /// ephemeral ports per source address).
     #[arg(long)]
@@ -296,6 +350,11 @@ mod tests {
         assert_eq!(parse_size_range("64-1KiB"), Ok((64, 1024)));
         assert_eq!(parse_size_range("4KiB"), Ok((4096, 4096)));
         assert!(parse_size_range("100-10").is_err());
+        assert_eq!(parse_cpu_list("1,3,5-7"), Ok(CpuList(vec![1, 3, 5, 6, 7])));
+        assert_eq!(parse_cpu_list("2"), Ok(CpuList(vec![2])));
+        for junk in ["", "a", "3-1", "1,1", "0-1,1", "1-", "99999"] {
+            assert!(parse_cpu_list(junk).is_err(), "{junk}");
+        }
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration_or_zero("s").is_err());

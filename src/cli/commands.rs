@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Cli, Command, Failure, LoadArgs, LoadMode};
+use super::{Cli, Command, CpuArgs, CpuList, Failure, LoadArgs, LoadMode};
 use crate::echo::{EchoConfig, EchoServer, FramedOpts};
 use crate::load::{self, LoadConfig};
 use crate::net::Limits;
@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Echo {
             listen,
-            cores,
+            cpus,
             udp,
             framed,
             max_frame,
@@ -62,12 +62,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             });
             let on = |d: Duration| (!d.is_zero()).then_some(d);
             let limits = Limits { handshake: on(handshake_timeout), idle: on(idle_timeout), send: on(send_timeout) };
-            echo(listen, cores, udp, framed, limits)
+            echo(listen, &cpus, udp, framed, limits)
         }
         Command::Load(args) => load_cmd(*args, cli.log_format == super::LogFormat::Json),
         Command::Report { files, svg, json } => report_cmd(&files, svg.as_deref(), json),
         Command::Info { json } => info(json),
-        Command::Demo { duration, connections, size } => demo(duration, connections, size),
+        Command::Demo { duration, connections, size, cpus, no_pin } => demo(duration, connections, size, cpus, no_pin),
     }
 }
 
@@ -88,19 +88,35 @@ pub fn require_io_uring() -> Result<Probe, Failure> {
     Ok(probe)
 }
 
-/// The CPUs for `--cores N` (default: all this process may use).
-fn pick_cpus(cores: Option<usize>) -> Result<Vec<usize>, Failure> {
+/// The CPUs of `--cpus LIST`, each checked against those this process may use.
+fn checked_cpu_list(list: &CpuList) -> Result<Vec<usize>, Failure> {
     let allowed = crate::sys::allowed_cpus();
-    match cores {
-        None => Ok(allowed),
-        Some(0) => Err(Failure::usage("--cores 0: at least one core is needed")),
-        Some(n) if n > allowed.len() => Err(Failure::usage(format!(
-            "--cores {n}: this process may only run on {} CPU(s) ({:?})",
-            allowed.len(),
-            allowed
-        ))),
-        Some(n) => Ok(allowed[..n].to_vec()),
+    if let Some(c) = list.0.iter().find(|c| !allowed.contains(c)) {
+        return Err(Failure::usage(format!("--cpus: CPU {c} is not one this process may run on ({allowed:?})")));
     }
+    Ok(list.0.clone())
+}
+
+/// The runtime layout of `--cores N` / `--cpus LIST` / `--no-pin`: one core per CPU of the list,
+/// pinned; or N cores (default: one per allowed CPU), pinned only when they take every allowed CPU,
+/// so that several processes given `--cores 1` do not all stack on the first CPU.
+fn pick_cpus(a: &CpuArgs, name: &str, most: usize) -> Result<RuntimeConfig, Failure> {
+    let allowed = crate::sys::allowed_cpus();
+    let (mut cpus, pin) = match (&a.cpus, a.cores) {
+        (Some(list), _) => (checked_cpu_list(list)?, true),
+        (None, Some(0)) => return Err(Failure::usage("--cores 0: at least one core is needed")),
+        (None, Some(n)) if n > allowed.len() => {
+            return Err(Failure::usage(format!(
+                "--cores {n}: this process may only run on {} CPU(s) ({:?})",
+                allowed.len(),
+                allowed
+            )))
+        }
+        (None, Some(n)) => (allowed[..n].to_vec(), n == allowed.len()),
+        (None, None) => (allowed, true),
+    };
+    cpus.truncate(most.max(1));
+    Ok(RuntimeConfig::on_cpus(&cpus, pin && !a.no_pin, name))
 }
 
 /// Parses `A`, or `A-B` where both are IPv4 addresses (inclusive range, at most 65,536).
@@ -135,18 +151,18 @@ fn check_fd_budget(connections: usize, extra: u64) -> Result<(), Failure> {
 
 fn echo(
     listen: SocketAddr,
-    cores: Option<usize>,
+    cpus: &CpuArgs,
     udp: bool,
     framed: Option<FramedOpts>,
     limits: Limits,
 ) -> Result<(), Failure> {
-    let cpus = pick_cpus(cores)?;
+    let mut rt = pick_cpus(cpus, "echo", usize::MAX)?;
     let probe = require_io_uring()?;
-    let mut rt = RuntimeConfig::on_cpus(&cpus, true, "echo");
     rt.handle_signals = true;
+    let layout = layout_text(&rt);
     let server = EchoServer::start(EchoConfig { listen, udp, framed, limits, runtime: rt })?;
     outln!(
-        "ringnode echo: listening on {} ({}, {} core(s), {})",
+        "ringnode echo: listening on {} ({}, {}, {})",
         server.local_addr(),
         if udp {
             "udp"
@@ -155,13 +171,27 @@ fn echo(
         } else {
             "tcp"
         },
-        cpus.len(),
+        layout,
         probe.mode.flags()
     );
     let _ = std::io::stdout().flush();
     let stats = server.join()?;
     outln!("{}", report::echo_text(&stats));
     Ok(())
+}
+
+/// "2 cores on CPUs [0, 1]" or "1 core, unpinned".
+fn layout_text(rt: &RuntimeConfig) -> String {
+    let n = rt.cpus.len();
+    let cores = if n == 1 { "1 core".to_string() } else { format!("{n} cores") };
+    let pinned: Vec<usize> = rt.cpus.iter().flatten().copied().collect();
+    if pinned.is_empty() {
+        format!("{cores}, unpinned")
+    } else if pinned.len() == 1 {
+        format!("{cores} on CPU {}", pinned[0])
+    } else {
+        format!("{cores} on CPUs {pinned:?}")
+    }
 }
 
 /// Turns `\r`, `\n`, `\t` and `\\` in a flag value into the bytes they name.
@@ -279,11 +309,9 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
 
 fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
     let mut cfg = load_config(&a)?;
-    let mut cpus = pick_cpus(a.cores)?;
-    cpus.truncate(cfg.connections);
+    cfg.runtime = pick_cpus(&a.cpus, "load", cfg.connections)?;
     check_fd_budget(cfg.connections, 0)?;
     require_io_uring()?;
-    cfg.runtime = RuntimeConfig::on_cpus(&cpus, true, "load");
     cfg.runtime.handle_signals = true;
     let mut log_file = match &cfg.hdr_log {
         Some(p) => Some(
@@ -439,26 +467,31 @@ fn info(json: bool) -> Result<(), Failure> {
     }
 }
 
-fn demo(duration: Duration, connections: usize, size: usize) -> Result<(), Failure> {
-    let allowed = crate::sys::allowed_cpus();
+fn demo(
+    duration: Duration,
+    connections: usize,
+    size: usize,
+    cpus: Option<CpuList>,
+    no_pin: bool,
+) -> Result<(), Failure> {
+    let allowed = match &cpus {
+        Some(list) => checked_cpu_list(list)?,
+        None => crate::sys::allowed_cpus(),
+    };
     check_fd_budget(connections, connections as u64)?;
     require_io_uring()?;
     // Split the CPUs: server on the first half, client on the rest; never two pinned threads on
     // one CPU. With one CPU both share it, unpinned.
-    let (server_rt, client_rt, layout) = if allowed.len() >= 2 {
+    let (server_rt, client_rt) = if allowed.len() >= 2 {
         let half = allowed.len() / 2;
         (
-            RuntimeConfig::on_cpus(&allowed[..half], true, "echo"),
-            RuntimeConfig::on_cpus(&allowed[half..], true, "load"),
-            format!("server on CPU {:?}, client on CPU {:?}", &allowed[..half], &allowed[half..]),
+            RuntimeConfig::on_cpus(&allowed[..half], !no_pin, "echo"),
+            RuntimeConfig::on_cpus(&allowed[half..], !no_pin, "load"),
         )
     } else {
-        (
-            RuntimeConfig::on_cpus(&allowed, false, "echo"),
-            RuntimeConfig::on_cpus(&allowed, false, "load"),
-            "one CPU: server and client share it, unpinned".to_string(),
-        )
+        (RuntimeConfig::on_cpus(&allowed, false, "echo"), RuntimeConfig::on_cpus(&allowed, false, "load"))
     };
+    let layout = format!("server: {}; client: {}", layout_text(&server_rt), layout_text(&client_rt));
     let mut client_rt = client_rt;
     client_rt.handle_signals = true;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);

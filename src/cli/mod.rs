@@ -6,7 +6,10 @@
 mod args;
 mod commands;
 
-pub use args::{parse_duration, parse_size, parse_size_range, Cli, Command, LoadArgs, LoadMode, LogFormat};
+pub use args::{
+    parse_cpu_list, parse_duration, parse_size, parse_size_range, Cli, Command, CpuArgs, CpuList, LoadArgs, LoadMode,
+    LogFormat,
+};
 
 mod log;
 pub use commands::run;
