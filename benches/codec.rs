@@ -108,7 +108,8 @@ fn pool(c: &mut Criterion) {
                     }
                 }
                 let elapsed = t.elapsed();
-                let stats = ringnode::buf::pool_stats().expect("the core has a pool");
+                let stats =
+                    ringnode::runtime::core::pool_stats(ringnode::buf::Group::Stream).expect("the core has a pool");
                 assert!(stats.recycled + 1 >= stats.leases, "buffers were not recycled: {stats:?}");
                 elapsed
             })

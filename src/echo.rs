@@ -18,7 +18,7 @@ use crate::net::{
     serve_tcp, AcceptError, Deadlines, Expiry, Limits, NetError, SendQueue, TcpListener, TcpStream, UdpSocket,
 };
 use crate::ring::ops::SharedFd;
-use crate::runtime::{self, Running, RuntimeConfig, RuntimeError};
+use crate::runtime::{self, Core, Running, RuntimeConfig, RuntimeError};
 
 /// Receive buffer per core (UDP).
 const ECHO_BUF: usize = 64 * 1024;
@@ -100,23 +100,26 @@ impl EchoStats {
     }
 }
 
+/// The echo service's state on one core (a core-local value, see `runtime::Core::local`).
 #[derive(Default)]
 struct CoreState {
     stats: Cell<EchoStats>,
     open: RefCell<Slab<Rc<Conn>>>,
+    /// Scratch for the parts of one batch of echoed frames (reused, so a batch allocates nothing).
+    parts: Cell<Vec<Bytes>>,
 }
 
-thread_local! {
-    static STATE: Rc<CoreState> = Rc::new(CoreState::default());
-    static PARTS: std::cell::Cell<Vec<Bytes>> = const { std::cell::Cell::new(Vec::new()) };
+/// This core's echo state.
+fn state() -> Rc<CoreState> {
+    Core::with(|c| c.local::<CoreState>())
 }
 
-fn bump(f: impl FnOnce(&mut EchoStats)) {
-    STATE.with(|s| {
-        let mut st = s.stats.get();
+impl CoreState {
+    fn bump(&self, f: impl FnOnce(&mut EchoStats)) {
+        let mut st = self.stats.get();
         f(&mut st);
-        s.stats.set(st);
-    });
+        self.stats.set(st);
+    }
 }
 
 /// Settings of the framed path.
@@ -262,8 +265,9 @@ async fn core_main(
         (None, _) => runtime::shutdown_requested().await,
     }
     // Stop: end every open connection's pending receive, then give them a moment to finish.
-    STATE.with(|s| {
-        for (_, c) in s.open.borrow().iter() {
+    let st = state();
+    {
+        for (_, c) in st.open.borrow().iter() {
             if c.deadlines.borrow().sending() {
                 // A send in progress may wait on a peer that does not read (a zero-copy send
                 // would keep its buffers until then): abort it rather than wait.
@@ -272,14 +276,14 @@ async fn core_main(
             }
             let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Both);
         }
-    });
+    }
     until_all_closed(STOP_GRACE).await;
     // Whatever is still open after the grace (a send that started since) is aborted, and gets a
     // moment to end, so the ring is not left holding its operations.
-    STATE.with(|s| s.open.borrow().iter().for_each(|(_, c)| crate::sys::abort_tcp(&c.fd)));
+    st.open.borrow().iter().for_each(|(_, c)| crate::sys::abort_tcp(&c.fd));
     until_all_closed(Duration::from_millis(500)).await;
-    let mut stats = STATE.with(|s| s.stats.get());
-    if let Some(p) = crate::buf::pool_stats() {
+    let mut stats = st.stats.get();
+    if let Some(p) = crate::runtime::core::pool_stats(crate::buf::Group::Stream) {
         stats.pool = p;
     }
     stats.send = crate::net::send_stats();
@@ -293,7 +297,8 @@ async fn core_main(
 /// Waits (at most `limit`) until this core has no open connection.
 async fn until_all_closed(limit: Duration) {
     let deadline = Instant::now() + limit;
-    while STATE.with(|s| !s.open.borrow().is_empty()) && Instant::now() < deadline {
+    let st = state();
+    while !st.open.borrow().is_empty() && Instant::now() < deadline {
         runtime::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -347,8 +352,8 @@ async fn watchdog(tick: Duration) {
     loop {
         runtime::sleep(tick).await;
         let now = runtime::now();
-        STATE.with(|s| {
-            for (_, c) in s.open.borrow().iter() {
+        {
+            for (_, c) in state().open.borrow().iter() {
                 if c.expired.get().is_some() {
                     continue;
                 }
@@ -362,36 +367,37 @@ async fn watchdog(tick: Duration) {
                     } else {
                         let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Read);
                     }
-                    bump(|st| st.expired[x as usize] += 1);
+                    state().bump(|st| st.expired[x as usize] += 1);
                 }
             }
-        });
+        }
     }
 }
 
 /// Counts a new connection and lists it among the core's open ones (so a stop can shut it).
 fn register(stream: &TcpStream, limits: Limits) -> (usize, Rc<Conn>) {
-    bump(|s| s.connections += 1);
+    state().bump(|s| s.connections += 1);
     let conn = Rc::new(Conn {
         fd: stream.shared_fd(),
         deadlines: RefCell::new(Deadlines::new(limits, runtime::now())),
         expired: Cell::new(None),
     });
-    (STATE.with(|s| s.open.borrow_mut().insert(conn.clone())), conn)
+    (state().open.borrow_mut().insert(conn.clone()), conn)
 }
 
 /// Counts how a connection ended, takes it off the open list and closes it.
 async fn finish(stream: TcpStream, slot: usize, failed: bool) {
     if failed {
-        bump(|s| s.errors += 1);
+        state().bump(|s| s.errors += 1);
     }
-    STATE.with(|s| s.open.borrow_mut().remove(slot));
+    state().open.borrow_mut().remove(slot);
     let _ = stream.close().await;
 }
 
 /// Echoes one connection until end of stream, an error or a limit. What arrives in a pool buffer
 /// goes back out of the same buffer: no copy in user space.
 async fn echo_tcp(stream: TcpStream, limits: Limits) {
+    let st = state();
     let (slot, conn) = register(&stream, limits);
     let mut rx = stream.recv_stream();
     let mut failed = false;
@@ -402,7 +408,7 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
         };
         conn.activity();
         let n = chunk.len() as u64;
-        bump(|s| {
+        st.bump(|s| {
             s.messages_in += 1;
             s.bytes_in += n;
         });
@@ -410,7 +416,7 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
             failed = true;
             break;
         }
-        bump(|s| {
+        st.bump(|s| {
             s.messages_out += 1;
             s.bytes_out += n;
         });
@@ -424,6 +430,7 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
 /// go back in one vectored send: each a header from the encoder and the payload as a slice of the
 /// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
 async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
+    let st = state();
     let (slot, conn) = register(&stream, limits);
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
@@ -445,18 +452,18 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     failed = end.is_some();
                     if end.is_none() && dec.buffered() > 0 {
                         // The peer ended its stream inside a frame: counted, not silent.
-                        bump(|s| s.truncated += 1);
+                        st.bump(|s| s.truncated += 1);
                     }
                 }
                 break;
             }
         };
         let n = chunk.len() as u64;
-        bump(|s| s.bytes_in += n);
-        let pinned = crate::buf::pinned_size(&chunk);
+        st.bump(|s| s.bytes_in += n);
+        let pinned = crate::runtime::core::pinned_size(&chunk);
         dec.push_pinned(chunk, pinned);
         // A scratch list shared by the core's connections: an idle connection holds none.
-        let mut parts = PARTS.take();
+        let mut parts = st.parts.take();
         loop {
             parts.clear();
             let Some(r) = dec.next_frame_parts(&mut parts) else { break };
@@ -468,13 +475,13 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
             let reply_kind = match r {
                 Ok((kind, _, _)) => match kind {
                     Kind::Data => {
-                        bump(|s| s.messages_in += 1);
+                        st.bump(|s| s.messages_in += 1);
                         Kind::Data
                     }
                     Kind::Ping => Kind::Pong,
                     Kind::Close => {
                         // Send what was queued before the peer's CLOSE, then end.
-                        PARTS.set(parts);
+                        st.parts.set(parts);
                         let _ = conn.flush(&mut tx).await;
                         break 'conn;
                     }
@@ -485,8 +492,8 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     Kind::Pong => continue,
                 },
                 Err(e) => {
-                    bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
-                    PARTS.set(std::mem::take(&mut parts));
+                    st.bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
+                    st.parts.set(std::mem::take(&mut parts));
                     // Boxed: the cold path's state stays out of every connection's future.
                     Box::pin(close_with_reason(&conn, &mut tx, &stream, e.code(), &e.to_string())).await;
                     break 'conn;
@@ -501,26 +508,26 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                 // other connection is held up, and meanwhile its receive stops (RECV_QUEUE_CAP).
                 if conn.flush(&mut tx).await.is_err() {
                     failed = true;
-                    PARTS.set(std::mem::take(&mut parts));
+                    st.parts.set(std::mem::take(&mut parts));
                     break 'conn;
                 }
                 let _ = tx.push(&h, &parts);
             }
             if reply_kind == Kind::Data {
-                bump(|s| {
+                st.bump(|s| {
                     s.messages_out += 1;
                     s.bytes_out += (len + crate::frame::HEADER_LEN) as u64;
                 });
             }
         }
         parts.clear();
-        PARTS.set(parts);
+        st.parts.set(parts);
         if conn.flush(&mut tx).await.is_err() {
             failed = true;
         }
     }
     let d = dec.stats();
-    bump(|s| {
+    st.bump(|s| {
         s.decode.frames += d.frames;
         s.decode.payload_bytes += d.payload_bytes;
         s.decode.spanning_frames += d.spanning_frames;
@@ -559,6 +566,7 @@ async fn close_with_reason(conn: &Conn, tx: &mut SendQueue, stream: &TcpStream, 
 
 /// Echoes datagrams back to their senders, forever.
 async fn echo_udp(sock: &UdpSocket) {
+    let st = state();
     let mut buf = Vec::with_capacity(ECHO_BUF);
     loop {
         buf.clear();
@@ -569,7 +577,7 @@ async fn echo_udp(sock: &UdpSocket) {
             // A datagram without a usable sender, or an ICMP error surfacing on the socket.
             Ok((_, None)) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) || e.kind() == std::io::ErrorKind::Interrupted => {
-                bump(|s| s.errors += 1);
+                st.bump(|s| s.errors += 1);
                 continue;
             }
             Err(e) => {
@@ -577,18 +585,18 @@ async fn echo_udp(sock: &UdpSocket) {
                 return;
             }
         };
-        bump(|s| {
+        st.bump(|s| {
             s.messages_in += 1;
             s.bytes_in += n as u64;
         });
         let (r, b) = sock.send_to(buf, peer).await;
         buf = b;
         match r {
-            Ok(n) => bump(|s| {
+            Ok(n) => st.bump(|s| {
                 s.messages_out += 1;
                 s.bytes_out += n as u64;
             }),
-            Err(_) => bump(|s| s.errors += 1),
+            Err(_) => st.bump(|s| s.errors += 1),
         }
     }
 }

@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use ringnode::buf::{self, PoolConfig};
+use ringnode::buf::{Group, PoolConfig};
 use ringnode::net::TcpStream;
-use ringnode::runtime::{self, RuntimeConfig};
+use ringnode::runtime::{self, Core, RuntimeConfig};
 
 fn pair() -> (std::net::TcpStream, std::os::fd::OwnedFd) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -38,7 +38,7 @@ fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
         let expect = expect.clone();
         async move {
             // Four 4 KiB buffers: holding them all empties the ring.
-            buf::configure(PoolConfig { buf_size: 4096, count: 4 });
+            configure(PoolConfig { buf_size: 4096, count: 4, max_count: 4 });
             let stream = TcpStream::from_fd(fd);
             let mut rx = stream.recv_stream();
             let mut got = Vec::new();
@@ -60,7 +60,7 @@ fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
             // Let the tasks holding the last leases drop them, and the core republish them.
             drop(held);
             runtime::sleep(Duration::from_millis(50)).await;
-            let stats = buf::pool_stats().unwrap();
+            let stats = stats();
             (got == expect, stats.enobufs, stats.recycled)
         }
     })
@@ -70,6 +70,49 @@ fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
     assert!(same, "data differs after running the pool dry");
     assert!(enobufs > 0, "the pool never ran dry");
     assert!(recycled > 0);
+}
+
+fn configure(cfg: PoolConfig) {
+    Core::with(|c| c.configure_pool(Group::Stream, cfg));
+}
+
+fn stats() -> ringnode::buf::PoolStats {
+    ringnode::runtime::core::pool_stats(Group::Stream).expect("the stream group is registered")
+}
+
+/// A receive that finds every buffer leased out — not merely waiting to be recycled — doubles the
+/// pool (up to its ceiling) instead of falling back to heap buffers, and loses no data.
+#[test]
+fn a_pool_whose_buffers_are_all_held_grows_instead_of_falling_back_to_the_heap() {
+    let (t, fd, expect) = written(256 * 1024, 11);
+    let out = runtime::run(one_core(), move |_| {
+        let fd = fd.lock().unwrap().take().unwrap();
+        let expect = expect.clone();
+        async move {
+            // Four 4 KiB buffers, growing to 64: holding every chunk forces growth.
+            configure(PoolConfig { buf_size: 4096, count: 4, max_count: 64 });
+            let stream = TcpStream::from_fd(fd);
+            let mut rx = stream.recv_stream();
+            let mut got = Vec::new();
+            let mut held = Vec::new();
+            while got.len() < expect.len() {
+                let chunk = rx.next().await.expect("stream open").expect("no error");
+                got.extend_from_slice(&chunk);
+                held.push(chunk);
+                if held.len() == 48 {
+                    held.clear();
+                }
+            }
+            (got == expect, stats())
+        }
+    })
+    .unwrap();
+    t.join().unwrap().unwrap();
+    let (same, st) = out[0];
+    assert!(same, "data differs after the pool grew");
+    assert!(st.grown >= 2, "the pool did not grow: {st:?}");
+    assert!(st.buffers > 4 && st.buffers <= 64, "{st:?}");
+    assert_eq!(st.heap_fallbacks, 0, "it fell back to the heap below its ceiling: {st:?}");
 }
 
 #[test]
@@ -90,8 +133,8 @@ fn a_buffer_dropped_on_another_thread_returns_to_its_core() {
             assert_eq!(&chunk[..], b"hello from afar");
             // The Bytes crosses to another thread and dies there.
             std::thread::spawn(move || drop(chunk)).join().unwrap();
-            let foreign = buf::with_pool(|p| p.foreign_returns()).unwrap();
-            let recycled = buf::with_pool(|p| p.recycle()).unwrap();
+            let foreign = Core::with(|c| c.with_pool(Group::Stream, |p| p.foreign_returns())).unwrap();
+            let recycled = Core::with(|c| c.with_pool(Group::Stream, |p| p.recycle())).unwrap();
             (foreign, recycled)
         }
     })
@@ -116,7 +159,7 @@ fn a_reader_that_falls_behind_stops_its_receive_and_loses_nothing() {
             // Busy elsewhere for a while: the multishot receive must stop after a few unread
             // completions rather than take buffer after buffer.
             runtime::sleep(Duration::from_millis(300)).await;
-            let leased_while_away = buf::pool_stats().unwrap().leases;
+            let leased_while_away = stats().leases;
             while got.len() < expect.len() {
                 let chunk = rx.next().await.expect("stream open").expect("no error");
                 got.extend_from_slice(&chunk);

@@ -4,7 +4,8 @@
 
 use std::io;
 
-use crate::ring::{self, ops::FixedBuf};
+use crate::ring::ops::FixedBuf;
+use crate::runtime::core::{try_with_ring, with_ring};
 
 /// One region registered as fixed buffer 0 of this thread's ring. Dropping it unregisters it; the
 /// operations that use it hold an `Rc` to it, so that happens only after they completed.
@@ -22,7 +23,7 @@ impl FixedRegion {
         unsafe { std::ptr::write_bytes(base, fill, len) };
         let iov = libc::iovec { iov_base: base.cast(), iov_len: len };
         // SAFETY: the mapping stays valid until Drop, which unregisters it first.
-        let r = ring::with_ring(|r| unsafe { r.register_buffers(std::slice::from_ref(&iov)) });
+        let r = with_ring(|r| unsafe { r.register_buffers(std::slice::from_ref(&iov)) });
         if let Err(e) = r {
             // SAFETY: our own mapping, never registered.
             unsafe { libc::munmap(base.cast(), len) };
@@ -48,7 +49,7 @@ unsafe impl FixedBuf for FixedRegion {
 
 impl Drop for FixedRegion {
     fn drop(&mut self) {
-        let _ = ring::try_with_ring(|r| r.unregister_buffers());
+        let _ = try_with_ring(|r| r.unregister_buffers());
         // SAFETY: our own mapping; unregistered above (or the ring is gone).
         unsafe { libc::munmap(self.base.cast(), self.len) };
     }

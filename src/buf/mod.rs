@@ -2,10 +2,13 @@
 //! that multishot receives draw from, so an idle connection holds no receive buffer, and the hand-
 //! back of a buffer when the last `Bytes` pointing into it drops — on whatever thread that happens.
 //!
-//! One size class per core (64 KiB × 512 buffers, mapped lazily: untouched pages cost no RSS),
-//! each receive consuming one whole buffer, which goes back to the ring as soon as the last `Bytes`
-//! sliced from it drops. Several size classes would need a multishot receive per class and socket;
-//! one class whose buffers recycle at once is the documented alternative.
+//! A core has one group per use ([`Group`]): TCP streams (64 KiB buffers) and datagrams (multishot
+//! `RECVMSG`: a header, the peer's address and one whole datagram per buffer). Each receive
+//! consumes one whole buffer, which goes back to the ring as soon as the last `Bytes` sliced from it
+//! drops. A group starts with a few buffers and doubles, up to its ceiling, when a receive finds it
+//! empty while every buffer is really leased out (not merely waiting to be recycled): memory grows
+//! with the traffic a core actually holds, and the whole ceiling is reserved as address space only
+//! (untouched pages cost no RSS).
 //!
 //! Incremental consumption (`IOU_PBUF_RING_INC`) is deliberately not used: it was built and
 //! measured here, and with several sockets sharing one group the completions do not arrive in the
@@ -14,7 +17,8 @@
 //! cannot be derived in user space; the tests caught data mismatches and a buffer returned twice.
 //! It is only safe with one group per socket, which costs a buffer per connection.
 //!
-//! Knows nothing of sockets or protocols. The ring it registers with comes from `ring/`.
+//! Knows nothing of sockets, protocols or cores: the core that owns the groups (`runtime::Core`)
+//! hands them the ring to register with.
 #![allow(unsafe_code)]
 
 mod fixed;
@@ -23,7 +27,6 @@ mod stack;
 pub use fixed::FixedRegion;
 pub use stack::ReturnStack;
 
-use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,23 +34,53 @@ use std::sync::Arc;
 use bytes::Bytes;
 use io_uring::types::BufRingEntry;
 
-use crate::ring::{self, Completion};
+use crate::ring::{Completion, Ring};
 
-/// The buffer group id of the core's pool (each ring has its own namespace).
-pub const POOL_BGID: u16 = 0;
+/// What a buffer group is for; each has its own buffer size and its own provided-buffer ring
+/// (group id) on every core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// TCP streams: 64 KiB buffers, each receive as much as the kernel has for one socket.
+    Stream = 0,
+    /// Datagrams received with multishot `RECVMSG`: each buffer holds the kernel's header, the
+    /// peer's address and one datagram (up to 64 KiB, or a GRO batch of that size).
+    Datagram = 1,
+}
+
+impl Group {
+    /// Every group.
+    pub const ALL: [Group; 2] = [Group::Stream, Group::Datagram];
+
+    /// The group id its provided-buffer ring is registered under.
+    pub fn bgid(self) -> u16 {
+        self as u16
+    }
+
+    /// Its layout unless configured otherwise.
+    pub fn default_config(self) -> PoolConfig {
+        match self {
+            Group::Stream => PoolConfig { buf_size: 64 * 1024, count: 512, max_count: 8192 },
+            // 64 KiB of payload, the 16-byte io_uring_recvmsg_out header and a sockaddr_in6.
+            Group::Datagram => PoolConfig { buf_size: 64 * 1024 + 64, count: 64, max_count: 1024 },
+        }
+    }
+}
 
 /// How a pool is laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
     /// Bytes per buffer.
     pub buf_size: usize,
-    /// Number of buffers (a power of two, at most 32,768).
+    /// Buffers provided at first (a power of two).
     pub count: u16,
+    /// Most buffers the pool grows to when receives find it empty (a power of two, at least
+    /// `count`, at most 32,768); equal to `count` for a pool that never grows.
+    pub max_count: u16,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { buf_size: 64 * 1024, count: 512 }
+        Group::Stream.default_config()
     }
 }
 
@@ -60,8 +93,24 @@ pub struct PoolStats {
     pub leases: u64,
     /// Buffers given back to the ring.
     pub recycled: u64,
-    /// Receives done into a heap buffer because every pool buffer was leased out.
+    /// Receives done into a heap buffer because every pool buffer was leased out and the pool was
+    /// at its ceiling.
     pub heap_fallbacks: u64,
+    /// Times the pool doubled its buffers because a receive found every one leased out.
+    pub grown: u64,
+    /// Buffers provided now (after growth).
+    pub buffers: u64,
+}
+
+impl std::ops::AddAssign for PoolStats {
+    fn add_assign(&mut self, o: PoolStats) {
+        self.enobufs += o.enobufs;
+        self.leases += o.leases;
+        self.recycled += o.recycled;
+        self.heap_fallbacks += o.heap_fallbacks;
+        self.grown += o.grown;
+        self.buffers += o.buffers;
+    }
 }
 
 /// Memory and reference counts shared by the core and every `Bytes` leased from it.
@@ -135,7 +184,7 @@ fn mmap(len: usize) -> io::Result<*mut u8> {
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
@@ -146,22 +195,31 @@ fn mmap(len: usize) -> io::Result<*mut u8> {
     Ok(p.cast())
 }
 
-/// A core's provided-buffer ring and the buffers behind it.
+/// A core's provided-buffer ring of one group and the buffers behind it.
 pub struct BufPool {
     shared: Arc<PoolShared>,
     entries: *mut BufRingEntry,
     entries_len: usize,
+    bgid: u16,
+    /// Buffers provided so far (ids `0..count`).
     count: u16,
+    /// Ring entries (and buffer ids reserved): the ceiling.
+    max_count: u16,
     tail: u16,
     stats: PoolStats,
 }
 
 impl BufPool {
-    /// Registers a pool with an explicit layout with this thread's ring (the core's one pool:
-    /// see [`with_pool`]).
-    pub(crate) fn register_with(cfg: PoolConfig) -> io::Result<BufPool> {
-        assert!(cfg.count.is_power_of_two() && cfg.count <= 32768, "buffer count must be a power of two <= 32768");
-        let count = cfg.count as usize;
+    /// Registers a pool with `ring` as group `bgid`.
+    pub(crate) fn register_with(ring: &mut Ring, bgid: u16, cfg: PoolConfig) -> io::Result<BufPool> {
+        assert!(
+            cfg.count.is_power_of_two()
+                && cfg.max_count.is_power_of_two()
+                && cfg.count <= cfg.max_count
+                && cfg.max_count <= 32768,
+            "buffer counts must be powers of two, count <= max_count <= 32768"
+        );
+        let count = cfg.max_count as usize;
         let map_len = cfg.buf_size * count;
         let base = mmap(map_len)?;
         let shared = Arc::new(PoolShared {
@@ -177,24 +235,52 @@ impl BufPool {
         let entries = mmap(entries_len)?.cast::<BufRingEntry>();
         // SAFETY: `entries` is a page-aligned mapping of `count` entries that stays mapped until
         // this pool is dropped, which unregisters it first.
-        let reg = ring::with_ring(|r| unsafe { r.register_buf_ring(entries as u64, cfg.count, POOL_BGID, 0) });
+        let reg = unsafe { ring.register_buf_ring(entries as u64, cfg.max_count, bgid, 0) };
         if let Err(e) = reg {
             // SAFETY: our own mapping, never registered.
             unsafe { libc::munmap(entries.cast(), entries_len) };
             return Err(e);
         }
-        ring::with_ring(|r| {
-            r.set_buffer_discard(discard);
-            // The buffers stay mapped as long as the ring may write into them: if the ring is
-            // leaked with operations in flight, so is this reference and the memory.
-            r.keep_registered(Box::new(shared.clone()));
-        });
-        let mut pool = BufPool { shared, entries, entries_len, count: cfg.count, tail: 0, stats: PoolStats::default() };
-        for bid in 0..count as u32 {
-            pool.publish(bid);
-        }
-        pool.commit();
+        // The buffers stay mapped as long as the ring may write into them: if the ring is leaked
+        // with operations in flight, so is this reference and the memory.
+        ring.keep_registered(Box::new(shared.clone()));
+        let mut pool = BufPool {
+            shared,
+            entries,
+            entries_len,
+            bgid,
+            count: 0,
+            max_count: cfg.max_count,
+            tail: 0,
+            stats: PoolStats::default(),
+        };
+        pool.provide(cfg.count);
         Ok(pool)
+    }
+
+    /// Publishes buffers `count..upto` (never-used ids) to the kernel.
+    fn provide(&mut self, upto: u16) {
+        for bid in self.count..upto {
+            self.publish(u32::from(bid));
+        }
+        self.count = upto;
+        self.stats.buffers = u64::from(upto);
+        self.commit();
+    }
+
+    /// Doubles the buffers provided, up to the ceiling. Returns whether it grew.
+    pub fn grow(&mut self) -> bool {
+        if self.count >= self.max_count {
+            return false;
+        }
+        self.provide(self.count.saturating_mul(2).min(self.max_count));
+        self.stats.grown += 1;
+        true
+    }
+
+    /// The group id this pool is registered under.
+    pub fn bgid(&self) -> u16 {
+        self.bgid
     }
 
     /// Bytes per buffer.
@@ -214,7 +300,7 @@ impl BufPool {
 
     fn publish(&mut self, bid: u32) {
         self.shared.refs[bid as usize].store(1, Ordering::Relaxed);
-        let idx = (self.tail & (self.count - 1)) as usize;
+        let idx = (self.tail & (self.max_count - 1)) as usize;
         // SAFETY: idx < count, inside the entries mapping; the kernel reads entries only up to the
         // published tail, and this one is beyond it until `commit`.
         let e = unsafe { &mut *self.entries.add(idx) };
@@ -270,7 +356,7 @@ impl BufPool {
         let bid = u32::from(io_uring::cqueue::buffer_select(c.flags())?);
         let len = c.result().max(0) as usize;
         assert!(
-            (bid as usize) < self.shared.refs.len() && len <= self.shared.buf_size,
+            bid < u32::from(self.count) && len <= self.shared.buf_size,
             "completion names buffer {bid} with {len} bytes, outside the pool"
         );
         // Each receive consumes a whole buffer: the kernel is done with it at this completion.
@@ -289,95 +375,79 @@ impl BufPool {
 
 impl Drop for BufPool {
     fn drop(&mut self) {
-        let _ = ring::try_with_ring(|r| r.unregister_buf_ring(POOL_BGID));
-        // SAFETY: our own mapping, unregistered above (or the ring is already gone).
+        // The ring unregisters the group when it is dropped (the core drops its ring first), and
+        // keeps the buffers mapped while the kernel may still write into them.
+        // SAFETY: our own mapping; the kernel reads it only through the registration, which the
+        // ring's end (before this) removed.
         unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
     }
 }
 
-thread_local! {
-    static POOL: RefCell<Option<BufPool>> = const { RefCell::new(None) };
-    static CONFIG: std::cell::Cell<Option<PoolConfig>> = const { std::cell::Cell::new(None) };
+/// The buffer groups of one core: a pool per [`Group`], registered on first use.
+#[derive(Default)]
+pub struct Groups {
+    pools: [Option<BufPool>; 2],
+    configs: [Option<PoolConfig>; 2],
 }
 
-/// Sets the layout this core's pool will have when it is first used (tests use tiny pools to
-/// exhaust them on purpose). No effect once the pool exists.
-pub fn configure(cfg: PoolConfig) {
-    CONFIG.with(|c| c.set(Some(cfg)));
-}
+impl Groups {
+    /// Sets the layout `group` will have when it is first used (tests use tiny pools to exhaust
+    /// them on purpose). No effect once the pool exists.
+    pub fn configure(&mut self, group: Group, cfg: PoolConfig) {
+        self.configs[group as usize] = Some(cfg);
+    }
 
-/// Runs `f` with this core's pool, registering it on first use.
-pub fn with_pool<R>(f: impl FnOnce(&mut BufPool) -> R) -> io::Result<R> {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.is_none() {
-            let cfg = CONFIG.with(|c| c.get()).unwrap_or_default();
-            *p = Some(BufPool::register_with(cfg)?);
+    /// The pool of `group`, if it is registered.
+    pub fn get(&mut self, group: Group) -> Option<&mut BufPool> {
+        self.pools[group as usize].as_mut()
+    }
+
+    /// Registers the pool of `group` with `ring` (once; later calls do nothing).
+    pub(crate) fn register(&mut self, group: Group, ring: &mut Ring) -> io::Result<()> {
+        if self.pools[group as usize].is_none() {
+            let cfg = self.configs[group as usize].unwrap_or_else(|| group.default_config());
+            self.pools[group as usize] = Some(BufPool::register_with(ring, group.bgid(), cfg)?);
         }
-        Ok(f(p.as_mut().expect("just registered")))
-    })
-}
+        Ok(())
+    }
 
-/// Gives returned buffers back to this core's ring, if it has a pool. Called once per loop turn.
-pub fn recycle() {
-    let _ = POOL.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            if let Some(p) = p.as_mut() {
-                p.recycle();
-            }
+    /// Gives returned buffers back to the kernel, every group. Called once per loop turn.
+    pub fn recycle(&mut self) {
+        for p in self.pools.iter_mut().flatten() {
+            p.recycle();
         }
-    });
-}
+    }
 
-/// Returns the buffer of a completion nobody will read (its operation was dropped).
-pub(crate) fn discard(c: &Completion) {
-    let _ = POOL.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            if let Some(p) = p.as_mut() {
-                drop(p.take(c));
-            }
+    /// Returns the buffer of a completion of `group` nobody will read.
+    pub(crate) fn discard(&mut self, group: Group, c: &Completion) {
+        if let Some(p) = self.get(group) {
+            drop(p.take(c));
         }
-    });
-}
+    }
 
-/// Drops this core's pool (its memory stays mapped while the ring keeps a reference to it).
-pub(crate) fn release_pool() {
-    let _ = POOL.try_with(|p| p.borrow_mut().take());
-}
-
-/// The pool buffer `b` is a slice of — its start address and size — if it lies in this core's
-/// pool: keeping `b` alive keeps that whole buffer from the kernel.
-pub fn pool_buffer_of(b: &[u8]) -> Option<(usize, usize)> {
-    POOL.try_with(|p| {
-        let p = p.try_borrow().ok()?;
-        let p = p.as_ref()?;
-        let base = p.shared.base as usize;
+    /// The pool buffer `b` is a slice of — its start address and size — if it lies in one of
+    /// these pools: keeping `b` alive keeps that whole buffer from the kernel.
+    pub fn buffer_of(&self, b: &[u8]) -> Option<(usize, usize)> {
         let at = b.as_ptr() as usize;
-        if b.is_empty() || at < base || at >= base + p.shared.map_len {
-            return None;
-        }
-        let size = p.shared.buf_size;
-        Some((base + (at - base) / size * size, size))
-    })
-    .ok()
-    .flatten()
-}
+        self.pools.iter().flatten().find_map(|p| {
+            let base = p.shared.base as usize;
+            if b.is_empty() || at < base || at >= base + p.shared.map_len {
+                return None;
+            }
+            let size = p.shared.buf_size;
+            Some((base + (at - base) / size * size, size))
+        })
+    }
 
-/// What keeping `b` alive costs in receive memory: the size of the pool buffer it is a slice of,
-/// or its own length when it is not in this core's pool.
-pub fn pinned_size(b: &[u8]) -> usize {
-    pool_buffer_of(b).map_or(b.len(), |(_, size)| size)
-}
-
-/// This core's pool counters, if it has a pool.
-pub fn pool_stats() -> Option<PoolStats> {
-    POOL.try_with(|p| p.borrow().as_ref().map(|p| p.stats())).ok().flatten()
+    /// The counters of `group`'s pool, if it is registered.
+    pub fn stats(&self, group: Group) -> Option<PoolStats> {
+        self.pools[group as usize].as_ref().map(|p| p.stats())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Ring;
 
     /// A completion naming a buffer outside the pool (or more bytes than a buffer has) can only be
     /// forged — the kernel never posts one — and is refused rather than leased.
@@ -386,8 +456,9 @@ mod tests {
         let std::result::Result::Ok(ring) = Ring::new() else {
             panic!("io_uring is needed for this test");
         };
-        ring::install(ring);
-        let mut pool = BufPool::register_with(PoolConfig { buf_size: 4096, count: 4 }).unwrap();
+        let mut ring = ring;
+        let mut pool =
+            BufPool::register_with(&mut ring, 0, PoolConfig { buf_size: 4096, count: 4, max_count: 4 }).unwrap();
         // A real-looking completion: buffer 1, 64 bytes.
         let ok = Completion::new(64, 1 | (1 << 16));
         assert_eq!(pool.take(&ok).map(|b| b.len()), Some(64));
@@ -399,7 +470,7 @@ mod tests {
             pool.take(&Completion::new(8192, 1 | (2 << 16)));
         }));
         assert!(too_long.is_err(), "8 KiB were leased from a 4 KiB buffer");
+        drop(ring);
         drop(pool);
-        drop(ring::uninstall());
     }
 }

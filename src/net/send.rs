@@ -39,23 +39,22 @@ pub struct SendStats {
     pub unpinned_bytes: u64,
 }
 
-thread_local! {
-    static STATS: Cell<SendStats> = const {
-        Cell::new(SendStats { writevs: 0, zc_sends: 0, zc_copied: 0, zc_zero_copy: 0, zc_bytes: 0, zc_given_up: 0, coalesced_bytes: 0, unpinned_bytes: 0 })
-    };
-}
+/// This core's send counters (a core-local value, see `runtime::Core::local`).
+#[derive(Default)]
+struct Counters(Cell<SendStats>);
 
 fn bump(f: impl FnOnce(&mut SendStats)) {
-    STATS.with(|s| {
-        let mut v = s.get();
+    crate::runtime::Core::try_with(|c| {
+        let counters = c.local::<Counters>();
+        let mut v = counters.0.get();
         f(&mut v);
-        s.set(v);
+        counters.0.set(v);
     });
 }
 
-/// This core's send counters.
+/// This core's send counters (zero outside a core).
 pub fn send_stats() -> SendStats {
-    STATS.with(|s| s.get())
+    crate::runtime::Core::try_with(|c| c.local::<Counters>().0.get()).unwrap_or_default()
 }
 
 /// A bounded queue of buffers for one socket.
@@ -115,7 +114,7 @@ impl SendQueue {
     }
 
     fn pin_cost(&mut self, part: &[u8]) -> usize {
-        match crate::buf::pool_buffer_of(part) {
+        match crate::runtime::Core::try_with(|c| c.pool_buffer_of(part)).flatten() {
             Some((start, _)) if start == self.last_pinned => 0,
             Some((start, size)) => {
                 self.last_pinned = start;

@@ -10,8 +10,10 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::NetError;
+use crate::buf::Group;
 use crate::ring::ops::{self, IoBuf, SharedFd};
-use crate::runtime::{self, Handle};
+use crate::runtime::core::discard_for;
+use crate::runtime::{self, Core, Handle};
 
 /// A listening TCP socket. Created on any thread, accepted on one core.
 pub struct TcpListener {
@@ -309,7 +311,7 @@ impl RecvStream {
     /// (and the event counted) without losing the connection.
     pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
         // The pool must exist before a receive selects from it.
-        if let Err(e) = crate::buf::with_pool(|_| ()) {
+        if let Err(e) = Core::with(|c| c.with_pool(Group::Stream, |_| ())) {
             return Some(Err(e));
         }
         loop {
@@ -335,7 +337,7 @@ impl RecvStream {
             let op = match &mut self.op {
                 Some(op) => op,
                 None => {
-                    let op = ops::recv_multi(self.fd.clone(), crate::buf::POOL_BGID);
+                    let op = ops::recv_multi(self.fd.clone(), Group::Stream.bgid(), discard_for(Group::Stream));
                     op.cap(RECV_QUEUE_CAP);
                     self.op.insert(op)
                 }
@@ -349,16 +351,20 @@ impl RecvStream {
                 self.op = None;
             }
             if c.result() == -libc::ENOBUFS {
-                let recycled = crate::buf::with_pool(|p| {
-                    p.note_enobufs();
-                    p.recycle()
+                // Buffers waiting to be recycled go back first; if none were, every buffer is
+                // really leased out, and the pool doubles (up to its ceiling).
+                let refilled = Core::with(|core| {
+                    core.with_pool(Group::Stream, |p| {
+                        p.note_enobufs();
+                        p.recycle() > 0 || p.grow()
+                    })
                 })
-                .unwrap_or(0);
-                if recycled == 0 {
-                    // Every buffer is leased out — perhaps to frames that cannot complete until
-                    // more data arrives, which would need a buffer. Make progress without the
-                    // pool: one plain receive into a buffer of our own, then re-arm.
-                    crate::buf::with_pool(|p| p.note_heap_fallback()).ok();
+                .unwrap_or(false);
+                if !refilled {
+                    // At the ceiling, every buffer leased out — perhaps to frames that cannot
+                    // complete until more data arrives, which would need a buffer. Make progress
+                    // without the pool: one plain receive into a buffer of our own, then re-arm.
+                    Core::with(|core| core.with_pool(Group::Stream, |p| p.note_heap_fallback())).ok();
                     self.heap = Some(ops::recv(self.fd.clone(), Vec::with_capacity(HEAP_RECV), false));
                 }
                 continue;
@@ -371,7 +377,7 @@ impl RecvStream {
             if c.result() < 0 {
                 return Some(Err(io::Error::from_raw_os_error(-c.result())));
             }
-            let data = match crate::buf::with_pool(|p| p.take(&c)) {
+            let data = match Core::with(|core| core.with_pool(Group::Stream, |p| p.take(&c))) {
                 Ok(d) => d,
                 Err(e) => return Some(Err(e)),
             };

@@ -27,7 +27,6 @@ mod probe;
 
 pub use error::{classify_setup_error, classify_setup_error_with, RingError};
 pub use op::{current_in_flight, current_stats, Op, OpStream};
-pub(crate) use op::{install, try_with_ring, uninstall, with_ring};
 pub use probe::{features_in_use, Probe, SetupMode};
 
 use std::any::Any;
@@ -39,18 +38,12 @@ use std::task::{Context, Poll, Waker};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use slab::Slab;
 
-/// `user_data` of completions nobody waits for (cancel requests, MSG_RING sends that failed).
+/// `user_data` of completions nobody waits for (the ring's own cancel requests).
 pub const TOKEN_IGNORE: u64 = u64::MAX;
-/// `user_data` that another core's `MSG_RING` puts on this ring: "look at your mailbox".
-pub const TOKEN_MAILBOX: u64 = u64::MAX - 1;
-/// Most cores a runtime may have (the failed-wake tokens below are one per core).
-pub const MAX_CORES: usize = 4096;
-/// `user_data` of a `MSG_RING` this ring sent to core `i`: `TOKEN_WAKE_BASE + i`. It only comes
-/// back when the message failed (success is skipped), and then that core must be woken another way.
-pub const TOKEN_WAKE_BASE: u64 = u64::MAX - 2 - MAX_CORES as u64;
-
-/// `IORING_CQE_F_BUFFER`: the completion selected a provided buffer.
-const CQE_F_BUFFER: u32 = 1;
+/// `user_data` at or above this (and below [`TOKEN_IGNORE`]) names no operation: such completions
+/// (a `MSG_RING` another ring posted here, a failed `MSG_RING` this ring sent) go to whoever reaps,
+/// which gives them their meaning. Operation keys never reach this range.
+pub const TOKEN_RESERVED: u64 = u64::MAX - (1 << 20);
 
 /// Submission queue size. The completion queue is `CQ_FACTOR` (8) times larger, because multishot
 /// operations produce many completions per submission.
@@ -117,15 +110,13 @@ enum State {
     },
 }
 
-/// What an operation's completions carry, so that those nobody reads are given back.
+/// How many completions an operation posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
     /// One completion.
     Single,
-    /// Several completions until one without `F_MORE` (provided buffers are given back).
+    /// Several completions until one without `F_MORE`.
     Multishot,
-    /// Several completions, each a new descriptor (multishot accept): closed if unread.
-    MultishotFds,
 }
 
 impl State {
@@ -142,9 +133,14 @@ impl State {
 struct Slot {
     generation: u32,
     state: State,
-    /// Completions are new descriptors (accept): close those nobody reads.
-    fds: bool,
+    /// What to do with a completion nobody will read (its owner went away): give back the
+    /// provided buffer it carries, close the descriptor it made. Set by whoever submitted the
+    /// operation, who knows what its completions carry.
+    discard: Option<Discard>,
 }
+
+/// Gives back what an unread completion carries (see [`Slot::discard`]).
+pub type Discard = fn(&Completion);
 
 /// Counters a ring keeps about itself.
 #[derive(Debug, Default, Clone, Copy)]
@@ -187,10 +183,6 @@ pub struct Ring {
     generation: u32,
     mode: SetupMode,
     stats: RingStats,
-    /// Gives back the provided buffer of a completion nobody will read (set by `buf/`).
-    discard_buffer: Option<fn(&Completion)>,
-    /// Cores whose `MSG_RING` wake-up failed, for the runtime to wake another way.
-    failed_wakes: Vec<usize>,
     /// Memory registered with this ring (buffer rings, fixed buffers): kept alive as long as the
     /// ring, and leaked with it if the kernel does not let go.
     registered: Vec<Box<dyn Any>>,
@@ -228,8 +220,6 @@ impl Ring {
                         generation: 0,
                         mode,
                         stats: RingStats::default(),
-                        discard_buffer: None,
-                        failed_wakes: Vec::new(),
                         registered: Vec::new(),
                         failure: None,
                     })
@@ -314,7 +304,7 @@ impl Ring {
     /// Every pointer in `entry` must stay valid until the operation's final completion: the caller
     /// keeps the pointed-to memory in the [`Op`] that owns the key (which hands it to
     /// [`Ring::orphan`] if it is dropped early).
-    pub(crate) unsafe fn submit(&mut self, entry: squeue::Entry, kind: OpKind) -> usize {
+    pub(crate) unsafe fn submit(&mut self, entry: squeue::Entry, kind: OpKind, discard: Option<Discard>) -> usize {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let state = if kind == OpKind::Single {
@@ -322,7 +312,8 @@ impl Ring {
         } else {
             State::Streaming { queue: VecDeque::new(), waker: None, finished: false, cap: 0, capped: false }
         };
-        let key = self.ops.insert(Slot { generation, state, fds: kind == OpKind::MultishotFds });
+        let key = self.ops.insert(Slot { generation, state, discard });
+        debug_assert!((key as u64) < (TOKEN_RESERVED & 0xffff_ffff), "operation keys stay below the reserved tokens");
         let entry = entry.user_data(user_data(key, generation));
         // SAFETY: forwarded from the caller.
         if let Err(e) = unsafe { self.push(&entry) } {
@@ -402,25 +393,6 @@ impl Ring {
         }
     }
 
-    /// Sets what happens to the provided buffer of a completion whose operation was dropped.
-    pub(crate) fn set_buffer_discard(&mut self, f: fn(&Completion)) {
-        self.discard_buffer = Some(f);
-    }
-
-    /// Gives back what an unread completion carries: a provided buffer, or a new descriptor.
-    fn discard(&self, c: &Completion, fds: bool) {
-        if c.flags & CQE_F_BUFFER != 0 {
-            if let Some(f) = self.discard_buffer {
-                f(c);
-            }
-        }
-        if fds && c.result >= 0 {
-            // SAFETY: a non-negative accept result is a descriptor nobody else owns; nobody will
-            // read this completion, so nobody else will ever close it.
-            unsafe { libc::close(c.result) };
-        }
-    }
-
     /// Registers a provided-buffer ring of `entries` at `addr` as group `bgid`.
     ///
     /// # Safety
@@ -453,29 +425,20 @@ impl Ring {
         self.uring.submitter().unregister_buffers()
     }
 
-    /// Unregisters a provided-buffer ring.
-    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
-        self.uring.submitter().unregister_buf_ring(bgid)
-    }
-
     /// The owner of `key` went away. If the kernel is done with it, free it now; otherwise keep
     /// `resources` alive until its final completion and ask the kernel to cancel it.
     pub(crate) fn orphan(&mut self, key: usize, resources: Box<dyn Any>) {
         let slot = &mut self.ops[key];
-        let fds = slot.fds;
+        let discard = slot.discard.unwrap_or(|_| {});
         // Completions queued for the owner carry buffers or descriptors nobody will read now.
         if let State::Streaming { queue, .. } = &mut slot.state {
-            let queued: Vec<Completion> = queue.drain(..).collect();
-            for c in &queued {
-                self.discard(c, fds);
-            }
+            queue.drain(..).for_each(|c| discard(&c));
         }
-        let slot = &mut self.ops[key];
         let multishot = match &slot.state {
             State::Done(c) => {
                 let c = *c;
                 self.ops.remove(key);
-                self.discard(&c, fds);
+                discard(&c);
                 return;
             }
             State::Streaming { finished: true, .. } => {
@@ -539,7 +502,7 @@ impl Ring {
     }
 
     /// Moves every ready completion to its operation and wakes the waiter. Completions carrying a
-    /// reserved token (such as [`TOKEN_MAILBOX`]) go to `special`. Returns how many were reaped.
+    /// reserved token (see [`TOKEN_RESERVED`]) go to `special`. Returns how many were reaped.
     pub(crate) fn reap(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
         self.reap_into(special)
     }
@@ -553,11 +516,9 @@ impl Ring {
             n += 1;
             let ud = cqe.user_data();
             let c = Completion { result: cqe.result(), flags: cqe.flags() };
-            if ud >= TOKEN_WAKE_BASE {
-                match ud {
-                    TOKEN_IGNORE => {}
-                    TOKEN_MAILBOX => special(ud, c),
-                    _ => self.failed_wakes.push((ud - TOKEN_WAKE_BASE) as usize),
+            if ud >= TOKEN_RESERVED {
+                if ud != TOKEN_IGNORE {
+                    special(ud, c);
                 }
                 continue;
             }
@@ -595,11 +556,13 @@ impl Ring {
                     }
                 }
                 State::Orphaned { multishot, .. } => {
-                    let fds = slot.fds;
+                    let discard = slot.discard;
                     if !*multishot || !c.more() {
                         self.ops.remove(key);
                     }
-                    self.discard(&c, fds);
+                    if let Some(f) = discard {
+                        f(&c);
+                    }
                 }
                 State::Done(_) => {}
             }
@@ -613,24 +576,17 @@ impl Ring {
         self.uring.as_raw_fd()
     }
 
-    /// Sends a `MSG_RING` to core `target_core`'s ring that posts a completion carrying `token`
-    /// there. The sender gets no completion on success; a failure is remembered (see
-    /// [`Ring::take_failed_wakes`]).
-    pub(crate) fn msg_ring(&mut self, target_ring_fd: RawFd, target_core: usize, token: u64) {
+    /// Sends a `MSG_RING` that posts a completion carrying `token` on the ring `target_ring_fd`.
+    /// The sender gets no completion on success; on failure, one carrying `failure_token` (both
+    /// tokens in the reserved range, see [`TOKEN_RESERVED`]). `Err` when it could not be queued.
+    pub(crate) fn msg_ring(&mut self, target_ring_fd: RawFd, token: u64, failure_token: u64) -> io::Result<()> {
+        debug_assert!(token >= TOKEN_RESERVED && failure_token >= TOKEN_RESERVED);
         let entry = opcode::MsgRingData::new(io_uring::types::Fd(target_ring_fd), 0, token, None)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(TOKEN_WAKE_BASE + target_core.min(MAX_CORES - 1) as u64);
-        // SAFETY: a MSG_RING data message holds no pointers into our memory. If the ring has
-        // failed, the core stops and the target is woken by its own shutdown path.
-        if unsafe { self.push(&entry) }.is_err() {
-            self.failed_wakes.push(target_core);
-        }
-    }
-
-    /// Cores whose wake-up by `MSG_RING` failed since the last call.
-    pub(crate) fn take_failed_wakes(&mut self, into: &mut Vec<usize>) {
-        into.append(&mut self.failed_wakes);
+            .user_data(failure_token);
+        // SAFETY: a MSG_RING data message holds no pointers into our memory.
+        unsafe { self.push(&entry) }
     }
 
     /// Cancels everything in flight and waits (up to `limit`) for the kernel to finish with it, so

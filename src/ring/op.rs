@@ -1,29 +1,15 @@
-//! Operations as futures that own what they lend to the kernel, and the thread's current ring.
+//! Operations as futures that own what they lend to the kernel.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::{Completion, OpKind, Ring};
-
-thread_local! {
-    static CURRENT: RefCell<Option<Ring>> = const { RefCell::new(None) };
-}
-
-/// Installs `ring` as this thread's ring. Returns the ring that was there. Crate-private: swapping
-/// the ring under live operations would let their keys name another ring's slots.
-pub(crate) fn install(ring: Ring) -> Option<Ring> {
-    CURRENT.with(|c| c.borrow_mut().replace(ring))
-}
-
-/// Removes this thread's ring.
-pub(crate) fn uninstall() -> Option<Ring> {
-    CURRENT.with(|c| c.borrow_mut().take())
-}
+use super::{Completion, Discard, OpKind};
+// An operation finds its ring the one way code finds its core: through the core's context.
+use crate::runtime::core::{try_with_ring, with_ring};
 
 /// The counters of this thread's ring, if it has one (a core of the runtime).
 pub fn current_stats() -> Option<super::RingStats> {
@@ -35,35 +21,12 @@ pub fn current_in_flight() -> Option<usize> {
     try_with_ring(|r| r.in_flight())
 }
 
-/// Runs `f` with this thread's ring if it has one that is not in use; `None` otherwise.
-pub(crate) fn try_with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
-    CURRENT.try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.as_mut().map(f))).ok().flatten()
-}
-
-/// Runs `f` with this thread's ring.
-///
-/// # Panics
-/// When the thread has no ring: operations only exist inside the runtime.
-pub(crate) fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
-    CURRENT.with(|c| {
-        let mut c = c.borrow_mut();
-        let ring = c.as_mut().expect("no io_uring on this thread: run this inside the ringnode runtime");
-        f(ring)
-    })
-}
-
 /// Hands an unfinished operation's resources to the ring. Without a ring to hold them (a thread
 /// being torn down, say after a panic), they are leaked: the kernel may still write into them, and
 /// a leak is the only safe end for memory in that state.
 fn orphan_or_leak(key: usize, data: Box<dyn Any>) {
     let mut data = Some(data);
-    let _ = CURRENT.try_with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            if let Some(r) = c.as_mut() {
-                r.orphan(key, data.take().expect("given once"));
-            }
-        }
-    });
+    try_with_ring(|r| r.orphan(key, data.take().expect("given once")));
     if let Some(d) = data {
         std::mem::forget(d);
     }
@@ -87,7 +50,7 @@ impl<T: 'static> Op<T> {
     /// whose heap allocations must not), or into memory that outlives the operation.
     pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
         // SAFETY: forwarded: `data` keeps the pointed-to memory alive for as long as the slot.
-        let key = with_ring(|r| unsafe { r.submit(entry, OpKind::Single) });
+        let key = with_ring(|r| unsafe { r.submit(entry, OpKind::Single, None) });
         Op { key: Some(key), data: Some(data), _local: std::marker::PhantomData }
     }
 }
@@ -130,9 +93,12 @@ impl<T: 'static> OpStream<T> {
     ///
     /// # Safety
     /// As for [`Op::submit`].
-    pub(crate) unsafe fn submit(entry: squeue::Entry, data: T, kind: OpKind) -> OpStream<T> {
+    ///
+    /// `discard` gives back what a completion nobody reads carries (a provided buffer, an accepted
+    /// descriptor).
+    pub(crate) unsafe fn submit(entry: squeue::Entry, data: T, discard: Option<Discard>) -> OpStream<T> {
         // SAFETY: forwarded, as in `Op::submit`.
-        let key = with_ring(|r| unsafe { r.submit(entry, kind) });
+        let key = with_ring(|r| unsafe { r.submit(entry, OpKind::Multishot, discard) });
         OpStream { key: Some(key), data: Some(data), _local: std::marker::PhantomData }
     }
 

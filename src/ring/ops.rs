@@ -12,7 +12,7 @@ use io_uring::{opcode, types};
 use socket2::SockAddr;
 
 use super::op::{Op, OpStream};
-use super::OpKind;
+use super::Discard;
 
 /// A descriptor shared by a socket and its in-flight operations: it is closed only when the last
 /// of them is gone, so its number cannot be reused under an operation the kernel still holds.
@@ -109,11 +109,18 @@ pub fn timeout(d: Duration) -> Op<Box<types::Timespec>> {
 }
 
 /// Multishot accept: one completion per accepted connection (its descriptor as the result).
+/// Accepted descriptors nobody reads (the stream was dropped) are closed.
 pub fn accept_multi(fd: SharedFd) -> OpStream<SharedFd> {
     let entry = opcode::AcceptMulti::new(fd_of(&fd)).flags(libc::SOCK_CLOEXEC).build();
-    // SAFETY: no pointers; the op keeps the listener's descriptor open. Accepted descriptors
-    // nobody reads (the stream was dropped) are closed by the ring.
-    unsafe { OpStream::submit(entry, fd, OpKind::MultishotFds) }
+    // SAFETY: no pointers; the op keeps the listener's descriptor open.
+    unsafe { OpStream::submit(entry, fd, Some(close_unread_fd)) }
+}
+
+/// Closes the descriptor an accept completion made, which nobody will read.
+fn close_unread_fd(c: &super::Completion) {
+    if c.result() >= 0 {
+        drop(adopt_fd(c.result()));
+    }
 }
 
 /// Takes ownership of a descriptor the kernel returned in a completion (accept). Crate-private:
@@ -154,11 +161,12 @@ pub fn recv(fd: SharedFd, mut buf: Vec<u8>, poll_first: bool) -> Op<(SharedFd, V
 }
 
 /// Multishot receive into buffers of group `bgid`: one completion per chunk of data (its buffer id
-/// in the flags), until end of stream, an error, or the group running dry (`ENOBUFS`).
-pub fn recv_multi(fd: SharedFd, bgid: u16) -> OpStream<SharedFd> {
+/// in the flags), until end of stream, an error, or the group running dry (`ENOBUFS`). `discard`
+/// gives a completion's buffer back to the group when nobody reads it.
+pub fn recv_multi(fd: SharedFd, bgid: u16, discard: Discard) -> OpStream<SharedFd> {
     let entry = opcode::RecvMulti::new(fd_of(&fd), bgid).build();
     // SAFETY: no pointers; buffers come from the registered group, which outlives the ring's use.
-    unsafe { OpStream::submit(entry, fd, OpKind::Multishot) }
+    unsafe { OpStream::submit(entry, fd, Some(discard)) }
 }
 
 /// Marks `n` more bytes of `buf` as initialised after a receive into its spare capacity.
@@ -249,7 +257,7 @@ pub fn sendmsg_zc(fd: SharedFd, bufs: Vec<Bytes>, skip: usize) -> OpStream<ZcSen
         opcode::SendMsgZc::new(fd_of(&fd), &*msg).ioprio(SEND_ZC_REPORT_USAGE).flags(libc::MSG_NOSIGNAL as u32).build();
     // SAFETY: the header, the iovec array and the buffers are owned by the op until its final
     // (notification) completion; none of their allocations moves.
-    unsafe { OpStream::submit(entry, ZcSendData { fd, bufs, _iov: iov, _msg: msg }, OpKind::Multishot) }
+    unsafe { OpStream::submit(entry, ZcSendData { fd, bufs, _iov: iov, _msg: msg }, None) }
 }
 
 /// Memory registered with the ring as a fixed buffer.

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::core::Core;
 use super::mailbox::CoreShared;
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -33,15 +34,20 @@ impl Wake for TaskWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let local = Executor::try_current().filter(|e| Arc::ptr_eq(&e.shared, &self.core));
-        match local {
-            Some(exec) => exec.schedule(self.task),
-            None => self.core.remote_wake(self.task),
+        let local = Core::try_with(|c| {
+            let here = Arc::ptr_eq(&c.shared, &self.core);
+            if here {
+                c.exec.schedule(self.task);
+            }
+            here
+        });
+        if local != Some(true) {
+            self.core.remote_wake(self.task);
         }
     }
 }
 
-/// One core's executor. Lives in a thread-local while the core runs.
+/// One core's executor, owned by its [`Core`].
 pub struct Executor {
     tasks: RefCell<Slab<TaskSlot>>,
     run_queue: RefCell<VecDeque<usize>>,
@@ -54,24 +60,9 @@ pub struct Executor {
     timer_seq: Cell<u64>,
 }
 
-thread_local! {
-    /// The clock as read once per loop turn, after the ring was entered (a plain cell, so that
-    /// reading it costs a thread-local load, not a clock read nor a reference count).
-    static TURN_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// The clock of this thread's current loop turn; outside a runtime, the clock itself.
-pub(crate) fn turn_now() -> Instant {
-    TURN_NOW.with(|c| c.get()).unwrap_or_else(Instant::now)
-}
-
-thread_local! {
-    static CURRENT: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
-}
-
 impl Executor {
-    pub(crate) fn new(shared: Arc<CoreShared>) -> Rc<Executor> {
-        Rc::new(Executor {
+    pub(crate) fn new(shared: Arc<CoreShared>) -> Executor {
+        Executor {
             tasks: RefCell::new(Slab::with_capacity(1024)),
             run_queue: RefCell::new(VecDeque::with_capacity(1024)),
             shared,
@@ -79,13 +70,11 @@ impl Executor {
             shutdown_waiters: RefCell::new(Vec::new()),
             timers: RefCell::new(BTreeMap::new()),
             timer_seq: Cell::new(0),
-        })
+        }
     }
 
-    /// Reads the clock (once per loop turn) and wakes every timer that is due.
-    pub(crate) fn advance_clock(&self) {
-        let now = Instant::now();
-        TURN_NOW.with(|c| c.set(Some(now)));
+    /// Wakes every timer due at `now`.
+    pub(crate) fn fire_timers(&self, now: Instant) {
         let mut timers = self.timers.borrow_mut();
         while let Some(entry) = timers.first_entry() {
             if entry.key().0 > now {
@@ -125,28 +114,6 @@ impl Executor {
     /// Forgets a timer (its future was dropped or finished).
     pub(crate) fn cancel_timer(&self, key: (Instant, u64)) {
         self.timers.borrow_mut().remove(&key);
-    }
-
-    pub(crate) fn enter(self: &Rc<Self>) {
-        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        TURN_NOW.with(|c| c.set(Some(Instant::now())));
-    }
-
-    pub(crate) fn leave() {
-        TURN_NOW.with(|c| c.set(None));
-        let exec = CURRENT.with(|c| c.borrow_mut().take());
-        if let Some(exec) = exec {
-            exec.drop_all_tasks();
-        }
-    }
-
-    /// This thread's executor, if it runs one.
-    pub(crate) fn try_current() -> Option<Rc<Executor>> {
-        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
-    }
-
-    pub(crate) fn current() -> Rc<Executor> {
-        Self::try_current().expect("no ringnode runtime on this thread")
     }
 
     pub(crate) fn spawn_boxed(&self, future: LocalFuture) -> usize {
@@ -227,7 +194,7 @@ impl Executor {
 
     /// Drops every task (cancelling its operations) outside any borrow, since dropping a future
     /// may touch the executor again.
-    fn drop_all_tasks(&self) {
+    pub(crate) fn drop_all_tasks(&self) {
         let futures: Vec<LocalFuture> = self.tasks.borrow_mut().drain().filter_map(|s| s.future).collect();
         drop(futures);
         self.run_queue.borrow_mut().clear();
@@ -277,17 +244,19 @@ where
 {
     let state = Rc::new(RefCell::new(JoinState { value: None, waker: None }));
     let st = state.clone();
-    Executor::current().spawn_boxed(Box::pin(async move {
-        let v = future.await;
-        let waker = {
-            let mut s = st.borrow_mut();
-            s.value = Some(v);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }));
+    Core::with(|c| {
+        c.exec.spawn_boxed(Box::pin(async move {
+            let v = future.await;
+            let waker = {
+                let mut s = st.borrow_mut();
+                s.value = Some(v);
+                s.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }))
+    });
     JoinHandle { state }
 }
 
@@ -296,20 +265,20 @@ pub fn spawn_detached<F>(future: F)
 where
     F: Future<Output = ()> + 'static,
 {
-    Executor::current().spawn_boxed(Box::pin(future));
+    Core::with(|c| c.exec.spawn_boxed(Box::pin(future)));
 }
 
 /// Resolves when this core has been asked to stop (SIGINT/SIGTERM or [`super::Handle::shutdown`]).
 pub async fn shutdown_requested() {
-    std::future::poll_fn(|cx| Executor::current().poll_shutdown(cx)).await
+    std::future::poll_fn(|cx| Core::with(|c| c.exec.poll_shutdown(cx))).await
 }
 
 /// Index of the core this task runs on.
 pub fn current_core() -> usize {
-    Executor::current().shared.index
+    Core::with(|c| c.index())
 }
 
 /// Whether this core has been asked to stop.
 pub fn is_shutting_down() -> bool {
-    Executor::current().is_shutting_down()
+    Core::with(|c| c.exec.is_shutting_down())
 }

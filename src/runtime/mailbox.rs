@@ -8,7 +8,14 @@ use std::sync::Mutex;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::ring::{self, TOKEN_MAILBOX};
+use super::core::try_with_ring;
+use crate::ring::TOKEN_RESERVED;
+
+/// The token a `MSG_RING` posts on a core's ring: "look at your mailbox".
+pub(crate) const TOKEN_MAILBOX: u64 = TOKEN_RESERVED;
+/// The token of this core's failed `MSG_RING` to core `i`: `TOKEN_WAKE_FAILED + i` (only failures
+/// come back; that core must then be woken through its eventfd).
+pub(crate) const TOKEN_WAKE_FAILED: u64 = TOKEN_RESERVED + 1;
 
 /// Work sent to another core: runs there, on its thread.
 pub type Message = Box<dyn FnOnce() + Send>;
@@ -79,7 +86,9 @@ impl CoreShared {
             return;
         }
         let target = self.ring_fd.load(Ordering::Acquire);
-        let sent = target >= 0 && ring::try_with_ring(|r| r.msg_ring(target, self.index, TOKEN_MAILBOX)).is_some();
+        let sent = target >= 0
+            && try_with_ring(|r| r.msg_ring(target, TOKEN_MAILBOX, TOKEN_WAKE_FAILED + self.index as u64))
+                .is_some_and(|r| r.is_ok());
         if !sent {
             self.wake_by_eventfd();
         }

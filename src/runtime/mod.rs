@@ -4,10 +4,12 @@
 //! Knows nothing of what peers say. A core's loop turn is: poll ready tasks, take what other cores
 //! sent, then one `io_uring_enter` (waiting only when no task is ready) and dispatch completions.
 
+pub mod core;
 mod executor;
 mod mailbox;
 mod time;
 
+pub use self::core::Core;
 pub use executor::{current_core, is_shutting_down, shutdown_requested, spawn, spawn_detached, JoinHandle};
 pub use mailbox::{CoreShared, Message, MAILBOX_CAPACITY};
 pub use time::{join, now, select, sleep, sleep_until, timeout, timeout_at, Either, Elapsed, Sleep};
@@ -17,9 +19,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
-use executor::Executor;
+use mailbox::{TOKEN_MAILBOX, TOKEN_WAKE_FAILED};
 
-use crate::ring::{self, ops, Ring, RingError, SetupMode, Wait};
+use crate::ring::{ops, Ring, RingError, SetupMode, Wait};
 
 /// Tasks polled per loop turn before the ring is entered again, so I/O is never starved.
 const TASK_BUDGET: usize = 256;
@@ -186,11 +188,12 @@ where
             let mode = ring.mode();
             let shared = handle_c.cores[index].clone();
             shared.set_ring_fd(ring.fd());
-            ring::install(ring);
+            let core = Core::new(shared, count, cpu, ring);
+            Core::install(core.clone());
             let _ = ready.send(Ok(()));
             drop(ready);
             let info = CoreInfo { index, count, cpu, mode, handle: handle_c.clone() };
-            let out = run_core(shared, &handle_c, sigfd, entry(info));
+            let out = run_core(&core, &handle_c, sigfd, entry(info));
             Some(out)
         })?;
         threads.push(t);
@@ -261,13 +264,13 @@ async fn watch_signals(fd: ops::SharedFd, handle: Handle) {
 }
 
 fn run_core<Fut: Future + 'static>(
-    shared: Arc<CoreShared>,
+    core: &Core,
     handle: &Handle,
     sigfd: Option<std::os::fd::OwnedFd>,
     main: Fut,
 ) -> Result<Fut::Output, RuntimeError> {
-    let exec = Executor::new(shared.clone());
-    exec.enter();
+    let shared = &core.shared;
+    let exec = &core.exec;
     // The eventfd is shared with other threads through CoreShared; duplicate it for the ring.
     if let Ok(efd) = shared.eventfd().try_clone() {
         spawn(watch_eventfd(Rc::new(efd)));
@@ -296,7 +299,7 @@ fn run_core<Fut: Future + 'static>(
                 exec.begin_shutdown();
             }
         }
-        crate::buf::recycle();
+        core.recycle_buffers();
         // Wait only when nothing is ready, and then only until the nearest timer.
         let wait = if exec.has_ready() {
             Wait::No
@@ -309,13 +312,17 @@ fn run_core<Fut: Future + 'static>(
                 },
             }
         };
-        let entered = ring::with_ring(|r| {
+        let entered = core::with_ring(|r| {
             let e = r.enter(wait);
-            r.reap(&mut |_, _| {});
-            r.take_failed_wakes(&mut failed_wakes);
+            r.reap(&mut |token, _| {
+                // TOKEN_MAILBOX needs nothing here: the flag is looked at every turn.
+                if token > TOKEN_MAILBOX && token - TOKEN_WAKE_FAILED < (1 << 19) {
+                    failed_wakes.push((token - TOKEN_WAKE_FAILED) as usize);
+                }
+            });
             e
         });
-        exec.advance_clock();
+        core.advance_clock();
         for core in failed_wakes.drain(..) {
             if let Some(c) = handle.cores.get(core) {
                 c.wake_by_eventfd();
@@ -331,7 +338,6 @@ fn run_core<Fut: Future + 'static>(
             break;
         }
     }
-    Executor::leave();
     let out = if let Some(e) = failure {
         Err(e)
     } else {
@@ -344,9 +350,8 @@ fn run_core<Fut: Future + 'static>(
         }
     };
     // Dropping the ring cancels what is still in flight and waits for the kernel to give it
-    // back; what it does not give back is leaked with the ring, and the pool's memory with it
-    // (the ring holds a reference to it). Only then does the pool go.
-    drop(ring::uninstall());
-    crate::buf::release_pool();
+    // back; what it does not give back is leaked with the ring, and the pools' memory with it
+    // (the ring holds a reference to it). Only then do the pools go.
+    Core::teardown();
     out
 }

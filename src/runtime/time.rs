@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use super::executor::{turn_now, Executor};
+use super::core::Core;
 
 /// Waits until a deadline; see [`sleep`] and [`sleep_until`]. Registers with the core's timers on
 /// its first poll, and leaves them when it finishes or is dropped.
@@ -29,9 +29,7 @@ impl Sleep {
     /// Leaves the core's timers, if registered.
     fn unregister(&mut self) {
         if let Some(k) = self.key.take() {
-            if let Some(e) = Executor::try_current() {
-                e.cancel_timer(k);
-            }
+            Core::try_with(|c| c.exec.cancel_timer(k));
         }
     }
 }
@@ -40,7 +38,7 @@ impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // The turn's clock: a timer is due once the clock read after the last enter passed it.
-        if turn_now() >= self.deadline {
+        if now() >= self.deadline {
             self.unregister();
             return Poll::Ready(());
         }
@@ -49,7 +47,7 @@ impl Future for Sleep {
         if self.key.is_some() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
-        let key = Executor::current().set_timer(self.key, self.deadline, cx.waker());
+        let key = Core::with(|c| c.exec.set_timer(self.key, self.deadline, cx.waker()));
         self.key = Some(key);
         self.waker = Some(cx.waker().clone());
         Poll::Pending
@@ -77,7 +75,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 ///
 /// Outside a runtime it is the clock itself.
 pub fn now() -> Instant {
-    turn_now()
+    Core::try_with(|c| c.now()).unwrap_or_else(Instant::now)
 }
 
 /// Which of two futures finished first.
