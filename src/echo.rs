@@ -43,7 +43,7 @@ pub struct EchoStats {
     /// Framed connections closed for bad input, by reason (indexed like [`crate::frame::FrameError::NAMES`]).
     pub frame_errors: [u64; 9],
     /// Receive buffer pool counters.
-    pub pool: crate::buf::PoolStats,
+    pub pools: [crate::buf::PoolStats; 3],
     /// Framed: what the decoders did (payload bytes, and those copied because a frame spanned
     /// receive buffers).
     pub decode: crate::frame::DecodeStats,
@@ -72,10 +72,9 @@ impl EchoStats {
         self.messages_out += o.messages_out;
         self.bytes_out += o.bytes_out;
         self.errors += o.errors;
-        self.pool.enobufs += o.pool.enobufs;
-        self.pool.leases += o.pool.leases;
-        self.pool.recycled += o.pool.recycled;
-        self.pool.heap_fallbacks += o.pool.heap_fallbacks;
+        for (a, b) in self.pools.iter_mut().zip(o.pools) {
+            *a += b;
+        }
         self.decode.frames += o.decode.frames;
         self.decode.payload_bytes += o.decode.payload_bytes;
         self.decode.spanning_frames += o.decode.spanning_frames;
@@ -283,8 +282,8 @@ async fn core_main(
     st.open.borrow().iter().for_each(|(_, c)| crate::sys::abort_tcp(&c.fd));
     until_all_closed(Duration::from_millis(500)).await;
     let mut stats = st.stats.get();
-    if let Some(p) = crate::runtime::core::pool_stats(crate::buf::Group::Stream) {
-        stats.pool = p;
+    for g in crate::buf::Group::ALL {
+        stats.pools[g as usize] = crate::runtime::core::pool_stats(g).unwrap_or_default();
     }
     stats.send = crate::net::send_stats();
     stats.receives_capped = crate::ring::current_stats().map_or(0, |r| r.capped);

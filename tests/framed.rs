@@ -412,3 +412,31 @@ fn load_reports_the_servers_close_reason_as_a_close_not_a_malformed_reply() {
     assert!(err.contains("CLOSE code 4"), "the reason is said: {err}");
     drop(server);
 }
+
+/// Many new connections each sending a HELLO at once, none reading: their first receives draw
+/// 512-byte buffers of the small group, a burst the pool absorbs by re-arming (buffers come back
+/// as each HELLO is handled) — no receive falls back to a 64 KiB heap buffer and the pool does not
+/// grow to hold what is only waiting to be read.
+#[test]
+fn a_burst_of_new_connections_sending_hellos_needs_no_heap_buffers() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed"]);
+    let mut conns = Vec::new();
+    for _ in 0..3000 {
+        let mut s = TcpStream::connect(server.addr).expect("connect");
+        s.write_all(&hello()).unwrap();
+        conns.push(s);
+    }
+    // Every HELLO handled: the server's reply is there to read on the last connection.
+    let last = conns.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut h = [0u8; 16];
+    last.read_exact(&mut h).expect("the server's HELLO");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(conns);
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert_eq!(parse_stop_line(&out).0, 3000, "{out}");
+    assert_eq!(count_after(&out, "re-armed; "), 0, "receives went to heap buffers: {out}");
+    assert!(out.contains("small (512 B buffers): 3000 leased"), "{out}");
+    assert!(!out.contains("stream (65536 B buffers)"), "a HELLO moved a connection to the stream group: {out}");
+}

@@ -40,16 +40,23 @@ use crate::ring::{Completion, Ring};
 /// (group id) on every core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
-    /// TCP streams: 64 KiB buffers, each receive as much as the kernel has for one socket.
+    /// TCP streams that move bulk data: 64 KiB buffers, each receive as much as the kernel has
+    /// for one socket.
     Stream = 0,
     /// Datagrams received with multishot `RECVMSG`: each buffer holds the kernel's header, the
     /// peer's address and one datagram (up to 64 KiB, or a GRO batch of that size).
     Datagram = 1,
+    /// TCP streams until they show they move bulk data: 512-byte buffers, eight to a page. A
+    /// connection starts here (a handshake, a request, a small message) and moves to
+    /// [`Group::Stream`] the first time a receive fills one of these buffers. A burst of many
+    /// new connections each sending a few bytes then costs a page per eight of them, not a page
+    /// (and a 64 KiB buffer) each.
+    Small = 2,
 }
 
 impl Group {
     /// Every group.
-    pub const ALL: [Group; 2] = [Group::Stream, Group::Datagram];
+    pub const ALL: [Group; 3] = [Group::Stream, Group::Datagram, Group::Small];
 
     /// The group id its provided-buffer ring is registered under.
     pub fn bgid(self) -> u16 {
@@ -62,6 +69,7 @@ impl Group {
             Group::Stream => PoolConfig { buf_size: 64 * 1024, count: 512, max_count: 8192 },
             // 64 KiB of payload, the 16-byte io_uring_recvmsg_out header and a sockaddr_in6.
             Group::Datagram => PoolConfig { buf_size: 64 * 1024 + 64, count: 64, max_count: 1024 },
+            Group::Small => PoolConfig { buf_size: 512, count: 1024, max_count: 32768 },
         }
     }
 }
@@ -207,6 +215,8 @@ pub struct BufPool {
     max_count: u16,
     tail: u16,
     stats: PoolStats,
+    /// See [`BufPool::epoch`].
+    epoch: u64,
 }
 
 impl BufPool {
@@ -253,6 +263,7 @@ impl BufPool {
             max_count: cfg.max_count,
             tail: 0,
             stats: PoolStats::default(),
+            epoch: 0,
         };
         pool.provide(cfg.count);
         Ok(pool)
@@ -265,6 +276,7 @@ impl BufPool {
         }
         self.count = upto;
         self.stats.buffers = u64::from(upto);
+        self.epoch += 1;
         self.commit();
     }
 
@@ -276,6 +288,25 @@ impl BufPool {
         self.provide(self.count.saturating_mul(2).min(self.max_count));
         self.stats.grown += 1;
         true
+    }
+
+    /// Counts the times buffers were made available to the kernel (recycled or added): a
+    /// receive armed at one epoch that fails with `ENOBUFS` in a later one failed before those
+    /// buffers came, and only needs re-arming.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// After a receive armed at `armed` (an [`BufPool::epoch`]) found the pool empty (`ENOBUFS`):
+    /// makes buffers available again and says whether it could. If buffers came back since the
+    /// receive was armed, its failure is stale (completions are read long after the kernel posted
+    /// them when many connections are ready at once) and re-arming is enough. Otherwise buffers
+    /// waiting to be recycled go back first; if there are none, every buffer is really leased out
+    /// and the pool doubles, up to its ceiling; `false` then means the caller must make progress
+    /// without the pool.
+    pub fn refill(&mut self, armed: u64) -> bool {
+        self.stats.enobufs += 1;
+        self.epoch > armed || self.recycle() > 0 || self.grow()
     }
 
     /// The group id this pool is registered under.
@@ -331,6 +362,7 @@ impl BufPool {
             n += 1;
         });
         self.commit();
+        self.epoch += 1;
         self.stats.recycled += n as u64;
         n
     }
@@ -338,11 +370,6 @@ impl BufPool {
     /// Counts a receive that went to a heap buffer because the pool was empty.
     pub fn note_heap_fallback(&mut self) {
         self.stats.heap_fallbacks += 1;
-    }
-
-    /// Counts a receive that found the ring empty.
-    pub fn note_enobufs(&mut self) {
-        self.stats.enobufs += 1;
     }
 
     /// Takes the data of a completion that selected a buffer: the `Bytes` leases it (one
@@ -386,8 +413,8 @@ impl Drop for BufPool {
 /// The buffer groups of one core: a pool per [`Group`], registered on first use.
 #[derive(Default)]
 pub struct Groups {
-    pools: [Option<BufPool>; 2],
-    configs: [Option<PoolConfig>; 2],
+    pools: [Option<BufPool>; 3],
+    configs: [Option<PoolConfig>; 3],
 }
 
 impl Groups {

@@ -265,7 +265,14 @@ impl TcpStream {
     /// A multishot receive into this core's buffer pool: yields chunks as `Bytes` leased from the
     /// pool (no buffer is held while the connection is idle).
     pub fn recv_stream(&self) -> RecvStream {
-        RecvStream { fd: self.fd.clone(), op: None, heap: None }
+        RecvStream {
+            fd: self.fd.clone(),
+            op: None,
+            heap: None,
+            group: Group::Small,
+            armed: Group::Small,
+            armed_epoch: 0,
+        }
     }
 
     /// The shared descriptor (to shut the socket down from elsewhere on this core).
@@ -304,16 +311,19 @@ pub struct RecvStream {
     /// A receive into a heap buffer (the pool ran dry), kept here so that a caller dropping
     /// `next()` mid-wait (a `select`) loses no data: the next call picks it up.
     heap: Option<crate::ring::Op<(SharedFd, Vec<u8>)>>,
+    /// The buffer group the next receive draws from: small until a receive fills a small buffer,
+    /// then the stream group for good (see [`Group::Small`]).
+    group: Group,
+    /// The group of the receive in flight.
+    armed: Group,
+    /// The pool's epoch when that receive was armed (see `BufPool::refill`).
+    armed_epoch: u64,
 }
 
 impl RecvStream {
     /// The next chunk; `None` at end of stream. When the pool runs dry the receive is re-armed
     /// (and the event counted) without losing the connection.
     pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
-        // The pool must exist before a receive selects from it.
-        if let Err(e) = Core::with(|c| c.with_pool(Group::Stream, |_| ())) {
-            return Some(Err(e));
-        }
         loop {
             if let Some(op) = self.heap.as_mut() {
                 let (c, (_, mut buf)) = op.await;
@@ -337,8 +347,14 @@ impl RecvStream {
             let op = match &mut self.op {
                 Some(op) => op,
                 None => {
-                    let op = ops::recv_multi(self.fd.clone(), Group::Stream.bgid(), discard_for(Group::Stream));
+                    // The pool must exist before a receive selects from it.
+                    match Core::with(|c| c.with_pool(self.group, |p| p.epoch())) {
+                        Ok(epoch) => self.armed_epoch = epoch,
+                        Err(e) => return Some(Err(e)),
+                    }
+                    let op = ops::recv_multi(self.fd.clone(), self.group.bgid(), discard_for(self.group));
                     op.cap(RECV_QUEUE_CAP);
+                    self.armed = self.group;
                     self.op.insert(op)
                 }
             };
@@ -350,35 +366,51 @@ impl RecvStream {
                 // The kernel ended this multishot; the next call arms a new one.
                 self.op = None;
             }
+            let group = self.armed;
             if c.result() == -libc::ENOBUFS {
-                // Buffers waiting to be recycled go back first; if none were, every buffer is
-                // really leased out, and the pool doubles (up to its ceiling).
-                let refilled = Core::with(|core| {
-                    core.with_pool(Group::Stream, |p| {
-                        p.note_enobufs();
-                        p.recycle() > 0 || p.grow()
-                    })
-                })
-                .unwrap_or(false);
+                let armed = self.armed_epoch;
+                let refilled = Core::with(|core| core.with_pool(group, |p| p.refill(armed))).unwrap_or(false);
                 if !refilled {
                     // At the ceiling, every buffer leased out — perhaps to frames that cannot
                     // complete until more data arrives, which would need a buffer. Make progress
                     // without the pool: one plain receive into a buffer of our own, then re-arm.
-                    Core::with(|core| core.with_pool(Group::Stream, |p| p.note_heap_fallback())).ok();
-                    self.heap = Some(ops::recv(self.fd.clone(), Vec::with_capacity(HEAP_RECV), false));
+                    let size = Core::with(|core| {
+                        core.with_pool(group, |p| {
+                            p.note_heap_fallback();
+                            p.buf_size()
+                        })
+                    })
+                    .unwrap_or(HEAP_RECV);
+                    self.heap = Some(ops::recv(self.fd.clone(), Vec::with_capacity(size), false));
                 }
                 continue;
             }
             if c.result() == -libc::ECANCELED {
-                // Stopped because this reader fell behind (see RECV_QUEUE_CAP); it has caught
-                // up now: re-arm.
+                // Stopped because this reader fell behind (see RECV_QUEUE_CAP), or to move to
+                // the stream group: re-arm.
                 continue;
             }
             if c.result() < 0 {
                 return Some(Err(io::Error::from_raw_os_error(-c.result())));
             }
-            let data = match Core::with(|core| core.with_pool(Group::Stream, |p| p.take(&c))) {
-                Ok(d) => d,
+            let data = match Core::with(|core| {
+                core.with_pool(group, |p| {
+                    let d = p.take(&c);
+                    (d, p.buf_size())
+                })
+            }) {
+                Ok((d, size)) => {
+                    if group == Group::Small && c.result() as usize == size && self.group == Group::Small {
+                        // A small buffer filled up: this connection moves bulk data. End this
+                        // receive (what it already took still arrives, in order) and arm the
+                        // next one on the stream group.
+                        self.group = Group::Stream;
+                        if let Some(op) = &self.op {
+                            op.cancel();
+                        }
+                    }
+                    d
+                }
                 Err(e) => return Some(Err(e)),
             };
             match data {

@@ -20,11 +20,26 @@ pub fn echo_text(s: &EchoStats) -> String {
         "ringnode echo: stopped: {} connections, {} messages / {} bytes in, {} messages / {} bytes out, {} errors",
         s.connections, s.messages_in, s.bytes_in, s.messages_out, s.bytes_out, s.errors
     );
+    let mut all = crate::buf::PoolStats::default();
+    s.pools.iter().for_each(|p| all += *p);
     out += &format!(
-        "\nringnode echo: receive pool: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed; {} receives into heap buffers meanwhile); \
-         {} receives stopped for a reader that fell behind",
-        s.pool.leases, s.pool.recycled, s.pool.enobufs, s.pool.heap_fallbacks, s.receives_capped
+        "\nringnode echo: receive pools: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed; {} receives into heap buffers \
+         at a pool's ceiling); {} receives stopped for a reader that fell behind",
+        all.leases, all.recycled, all.enobufs, all.heap_fallbacks, s.receives_capped
     );
+    for g in crate::buf::Group::ALL {
+        let p = &s.pools[g as usize];
+        if p.buffers > 0 {
+            out += &format!(
+                "; {} ({} B buffers): {} leased, grew {} times to {} buffers",
+                format!("{g:?}").to_lowercase(),
+                g.default_config().buf_size,
+                p.leases,
+                p.grown,
+                p.buffers
+            );
+        }
+    }
     if s.decode.frames > 0 {
         let d = &s.decode;
         let pct = 100.0 * d.copied_bytes as f64 / d.payload_bytes.max(1) as f64;

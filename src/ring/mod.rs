@@ -338,6 +338,20 @@ impl Ring {
         }
     }
 
+    /// Asks the kernel to end the multishot operation `key` early; its completions keep coming, in
+    /// order, until the final one (`ECANCELED` if the cancel caught it). Once per operation.
+    pub(crate) fn cancel_stream(&mut self, key: usize) {
+        let generation = self.ops[key].generation;
+        if let State::Streaming { finished: false, capped, .. } = &mut self.ops[key].state {
+            if !*capped {
+                *capped = true;
+                let cancel = opcode::AsyncCancel::new(user_data(key, generation)).build().user_data(TOKEN_IGNORE);
+                // SAFETY: a cancel request holds no pointers.
+                let _ = unsafe { self.push(&cancel) };
+            }
+        }
+    }
+
     /// The error that made this ring unusable, if any: an `io_uring_enter` failure other than
     /// the transient `EINTR`, `EAGAIN` and `EBUSY`.
     pub fn failure(&self) -> Option<&io::Error> {

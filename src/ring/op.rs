@@ -109,6 +109,14 @@ impl<T: 'static> OpStream<T> {
         }
     }
 
+    /// Asks the kernel to end the operation early: the completions already on their way still
+    /// arrive, in order, then the final one.
+    pub(crate) fn cancel(&self) {
+        if let Some(key) = self.key {
+            with_ring(|r| r.cancel_stream(key));
+        }
+    }
+
     /// The next completion, or `None` once the kernel has ended the operation.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let Some(key) = self.key else {

@@ -182,9 +182,13 @@ pub(crate) fn discard_for(group: Group) -> Discard {
     fn datagram(c: &Completion) {
         discard_into(Group::Datagram, c);
     }
+    fn small(c: &Completion) {
+        discard_into(Group::Small, c);
+    }
     match group {
         Group::Stream => stream,
         Group::Datagram => datagram,
+        Group::Small => small,
     }
 }
 
