@@ -1,24 +1,22 @@
-//! The echo server the tools run: TCP (bytes back as they come) or UDP (each datagram back to its
-//! sender), on every core of a runtime, with counters reported when it stops.
+//! The echo service, the smallest driver over `server/`: TCP bytes back as they come, native
+//! frames back as they are decoded, or UDP datagrams back to their senders (each core receiving on
+//! its own duplicate of the socket), with counters reported when it stops.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use slab::Slab;
-use socket2::SockRef;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::frame::{close_frame, header, hello_payload, FrameDecoder, Kind};
-use crate::net::{
-    serve_tcp, AcceptError, Deadlines, Expiry, Limits, NetError, SendQueue, TcpListener, TcpStream, UdpSocket,
-};
-use crate::ring::ops::SharedFd;
-use crate::runtime::{self, Core, Running, RuntimeConfig, RuntimeError};
+use crate::net::{Expiry, Limits, SendQueue, TcpStream, UdpSocket};
+use crate::runtime::{self, Core, CoreInfo, RuntimeConfig};
+use crate::server::{Connection, Entry, Server, ServerConfig, ServerStats, Service};
+
+pub use crate::server::ServeError;
 
 /// Receive buffer per core (UDP).
 const ECHO_BUF: usize = 64 * 1024;
@@ -57,15 +55,8 @@ pub struct EchoStats {
     pub truncated: u64,
 }
 
-impl std::ops::AddAssign<&EchoStats> for EchoStats {
-    fn add_assign(&mut self, o: &EchoStats) {
-        self.add(o);
-    }
-}
-
-impl EchoStats {
-    /// Adds another core's counts.
-    pub fn add(&mut self, o: &EchoStats) {
+impl std::ops::AddAssign for EchoStats {
+    fn add_assign(&mut self, o: EchoStats) {
         self.connections += o.connections;
         self.messages_in += o.messages_in;
         self.bytes_in += o.bytes_in;
@@ -75,21 +66,10 @@ impl EchoStats {
         for (a, b) in self.pools.iter_mut().zip(o.pools) {
             *a += b;
         }
-        self.decode.frames += o.decode.frames;
-        self.decode.payload_bytes += o.decode.payload_bytes;
-        self.decode.spanning_frames += o.decode.spanning_frames;
-        self.decode.copied_bytes += o.decode.copied_bytes;
-        self.send.writevs += o.send.writevs;
-        self.send.zc_sends += o.send.zc_sends;
-        self.send.zc_copied += o.send.zc_copied;
-        self.send.zc_zero_copy += o.send.zc_zero_copy;
-        self.send.zc_bytes += o.send.zc_bytes;
-        self.send.zc_given_up += o.send.zc_given_up;
-        self.send.coalesced_bytes += o.send.coalesced_bytes;
-        self.send.unpinned_bytes += o.send.unpinned_bytes;
+        self.decode += o.decode;
+        self.send += o.send;
         self.receives_capped += o.receives_capped;
         self.truncated += o.truncated;
-        self.decode.compacted_bytes += o.decode.compacted_bytes;
         for (a, b) in self.frame_errors.iter_mut().zip(o.frame_errors) {
             *a += b;
         }
@@ -99,11 +79,48 @@ impl EchoStats {
     }
 }
 
+impl EchoStats {
+    /// As JSON (the admin endpoint's `/stats`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut pools = serde_json::Map::new();
+        for g in crate::buf::Group::ALL {
+            let p = &self.pools[g as usize];
+            pools.insert(
+                format!("{g:?}").to_lowercase(),
+                serde_json::json!({
+                    "leases": p.leases, "recycled": p.recycled, "enobufs": p.enobufs,
+                    "heap_fallbacks": p.heap_fallbacks, "grown": p.grown, "buffers": p.buffers,
+                }),
+            );
+        }
+        let names = crate::frame::FrameError::NAMES;
+        let frame_errors: serde_json::Map<String, serde_json::Value> =
+            names.iter().zip(self.frame_errors).map(|(n, c)| (n.to_string(), c.into())).collect();
+        serde_json::json!({
+            "messages_in": self.messages_in,
+            "bytes_in": self.bytes_in,
+            "messages_out": self.messages_out,
+            "bytes_out": self.bytes_out,
+            "frame_errors": frame_errors,
+            "truncated": self.truncated,
+            "receives_capped": self.receives_capped,
+            "pools": pools,
+            "decode": {
+                "frames": self.decode.frames, "payload_bytes": self.decode.payload_bytes,
+                "copied_bytes": self.decode.copied_bytes, "compacted_bytes": self.decode.compacted_bytes,
+            },
+            "send": {
+                "writevs": self.send.writevs, "zc_sends": self.send.zc_sends, "zc_copied": self.send.zc_copied,
+                "coalesced_bytes": self.send.coalesced_bytes, "unpinned_bytes": self.send.unpinned_bytes,
+            },
+        })
+    }
+}
+
 /// The echo service's state on one core (a core-local value, see `runtime::Core::local`).
 #[derive(Default)]
 struct CoreState {
     stats: Cell<EchoStats>,
-    open: RefCell<Slab<Rc<Conn>>>,
     /// Scratch for the parts of one batch of echoed frames (reused, so a batch allocates nothing).
     parts: Cell<Vec<Bytes>>,
 }
@@ -156,57 +173,90 @@ pub struct EchoConfig {
     pub udp: bool,
     /// Echo native frames instead of bytes (TCP only).
     pub framed: Option<FramedOpts>,
+    /// Where the admin endpoint listens (`/healthz`, `/stats`), if anywhere.
+    pub admin: Option<SocketAddr>,
     /// The runtime layout.
     pub runtime: RuntimeConfig,
+}
+
+/// The echo service (see the module docs).
+struct EchoService {
+    framed: Option<FramedOpts>,
+    /// UDP: the bound socket, duplicated for every core.
+    udp: Option<Mutex<OwnedFd>>,
+}
+
+impl Service for EchoService {
+    type Stats = EchoStats;
+
+    fn serve(self: Arc<Self>, conn: Connection) -> impl std::future::Future<Output = ()> + 'static {
+        let framed = self.framed;
+        async move {
+            match framed {
+                Some(opts) => echo_framed(conn, opts).await,
+                None => echo_tcp(conn).await,
+            }
+        }
+    }
+
+    fn on_core(self: &Arc<Self>, _core: &CoreInfo) {
+        let fd = self.udp.as_ref().and_then(|m| m.lock().ok().and_then(|f| f.try_clone().ok()));
+        if let Some(fd) = fd {
+            runtime::spawn_detached(async move {
+                let sock = UdpSocket::from_fd(fd);
+                let _ = runtime::select(echo_udp(&sock), runtime::shutdown_requested()).await;
+            });
+        }
+    }
+
+    fn core_stats(&self) -> EchoStats {
+        let mut stats = state().stats.get();
+        for g in crate::buf::Group::ALL {
+            stats.pools[g as usize] = crate::runtime::core::pool_stats(g).unwrap_or_default();
+        }
+        stats.send = crate::net::send_stats();
+        stats.receives_capped = crate::ring::current_stats().map_or(0, |r| r.capped);
+        stats
+    }
+
+    fn stats_json(stats: &EchoStats) -> serde_json::Value {
+        stats.to_json()
+    }
 }
 
 /// A running echo server.
 pub struct EchoServer {
     local: SocketAddr,
-    running: Running<Result<EchoStats, AcceptError>>,
-}
-
-/// Errors starting a server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// Binding failed.
-    #[error(transparent)]
-    Net(#[from] NetError),
-    /// The runtime could not start, or failed.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The acceptor stopped on an error (the server then stops).
-    #[error(transparent)]
-    Accept(#[from] AcceptError),
+    server: Server<EchoService>,
 }
 
 impl EchoServer {
     /// Binds (on the calling thread, so a port in use is reported before any core starts) and
     /// starts the cores.
     pub fn start(config: EchoConfig) -> Result<EchoServer, ServeError> {
-        let (fd, local) = if config.udp {
-            UdpSocket::bind_fd(config.listen)?
+        let mut limits = config.limits;
+        if config.framed.is_none() {
+            // Bytes have no handshake.
+            limits.handshake = None;
+        }
+        let (udp, local) = if config.udp {
+            let (fd, local) = UdpSocket::bind_fd(config.listen)?;
+            (Some(Mutex::new(fd)), Some(local))
         } else {
-            let l = TcpListener::bind(config.listen)?;
-            let local = l.local_addr();
-            (l.into_fd(), local)
+            (None, None)
         };
-        let udp = config.udp;
-        let framed = config.framed;
-        let limits = config.limits;
-        // Core 0 accepts (TCP); for UDP every core receives on its own duplicate of the socket.
-        let listener = Arc::new(Mutex::new(Some(fd)));
-        let running = runtime::start(config.runtime, move |core| {
-            let fd = if udp {
-                listener.lock().ok().and_then(|l| l.as_ref().and_then(|f| f.try_clone().ok()))
-            } else if core.index == 0 {
-                listener.lock().ok().and_then(|mut l| l.take())
-            } else {
-                None
-            };
-            core_main(core, fd, udp, framed, limits)
-        })?;
-        Ok(EchoServer { local, running })
+        let server = Server::start(
+            ServerConfig {
+                listen: (!config.udp).then_some(config.listen),
+                limits,
+                stop_grace: STOP_GRACE,
+                admin: config.admin,
+                runtime: config.runtime,
+            },
+            EchoService { framed: config.framed, udp },
+        )?;
+        let local = local.or(server.local_addr()).unwrap_or(config.listen);
+        Ok(EchoServer { local, server })
     }
 
     /// The address it listens on.
@@ -214,190 +264,44 @@ impl EchoServer {
         self.local
     }
 
+    /// The admin endpoint's address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.server.admin_addr()
+    }
+
     /// The runtime handle (to stop it).
     pub fn handle(&self) -> &runtime::Handle {
-        self.running.handle()
+        self.server.handle()
     }
 
     /// Waits for the server to stop and returns the counts summed over cores, or why it failed.
     pub fn join(self) -> Result<EchoStats, ServeError> {
-        let mut total = EchoStats::default();
-        for s in self.running.join()? {
-            total += &s?;
-        }
-        Ok(total)
+        let (server, mut echo) = self.server.join()?;
+        merge_server_stats(&mut echo, &server);
+        Ok(echo)
     }
 }
 
-async fn core_main(
-    core: runtime::CoreInfo,
-    fd: Option<OwnedFd>,
-    udp: bool,
-    framed: Option<FramedOpts>,
-    limits: Limits,
-) -> Result<EchoStats, AcceptError> {
-    let mut failure = None;
-    // Every core that serves TCP connections watches their limits (connections are dealt to all
-    // cores; the registry is per core).
-    if !udp {
-        if let Some(tick) = watchdog_tick(&limits) {
-            runtime::spawn_detached(watchdog(tick));
-        }
-    }
-    match (fd, udp) {
-        (Some(fd), true) => {
-            let sock = UdpSocket::from_fd(fd);
-            let _ = runtime::select(echo_udp(&sock), runtime::shutdown_requested()).await;
-        }
-        (Some(fd), false) => {
-            let on_conn = Arc::new(move |stream: TcpStream| match framed {
-                Some(opts) => runtime::spawn_detached(echo_framed(stream, opts, limits)),
-                None => runtime::spawn_detached(echo_tcp(stream, Limits { handshake: None, ..limits })),
-            });
-            if let Err(e) = serve_tcp(fd, core.handle.clone(), on_conn).await {
-                // Reported once, by the caller (the error is returned).
-                tracing::debug!(error = %e, "the acceptor stopped; stopping the server");
-                core.handle.shutdown();
-                failure = Some(e);
-            }
-        }
-        (None, _) => runtime::shutdown_requested().await,
-    }
-    // Stop: end every open connection's pending receive, then give them a moment to finish.
-    let st = state();
-    {
-        for (_, c) in st.open.borrow().iter() {
-            if c.deadlines.borrow().sending() {
-                // A send in progress may wait on a peer that does not read (a zero-copy send
-                // would keep its buffers until then): abort it rather than wait.
-                crate::sys::abort_tcp(&c.fd);
-                continue;
-            }
-            let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Both);
-        }
-    }
-    until_all_closed(STOP_GRACE).await;
-    // Whatever is still open after the grace (a send that started since) is aborted, and gets a
-    // moment to end, so the ring is not left holding its operations.
-    st.open.borrow().iter().for_each(|(_, c)| crate::sys::abort_tcp(&c.fd));
-    until_all_closed(Duration::from_millis(500)).await;
-    let mut stats = st.stats.get();
-    for g in crate::buf::Group::ALL {
-        stats.pools[g as usize] = crate::runtime::core::pool_stats(g).unwrap_or_default();
-    }
-    stats.send = crate::net::send_stats();
-    stats.receives_capped = crate::ring::current_stats().map_or(0, |r| r.capped);
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(stats),
-    }
-}
-
-/// Waits (at most `limit`) until this core has no open connection.
-async fn until_all_closed(limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let st = state();
-    while !st.open.borrow().is_empty() && Instant::now() < deadline {
-        runtime::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// One open connection as the core's registry sees it: its socket (to shut it from outside), its
-/// deadlines, and which limit it passed, if any.
-struct Conn {
-    fd: SharedFd,
-    deadlines: RefCell<Deadlines>,
-    expired: Cell<Option<Expiry>>,
-}
-
-impl Conn {
-    /// Something was received or sent: a field write, no timer operation.
-    fn activity(&self) {
-        self.deadlines.borrow_mut().activity(runtime::now());
-    }
-
-    /// Runs `send` as this connection's send in progress: the watchdog ends it if it makes no
-    /// progress for the send limit.
-    async fn sending<F: std::future::Future>(&self, send: F) -> F::Output {
-        self.deadlines.borrow_mut().send_started(runtime::now());
-        let r = send.await;
-        self.deadlines.borrow_mut().send_finished(runtime::now());
-        r
-    }
-
-    /// Sends what `tx` holds, as a send in progress (each partial send that completes starts the
-    /// send limit again).
-    async fn flush(&self, tx: &mut SendQueue) -> std::io::Result<()> {
-        if tx.queued() == 0 {
-            return Ok(());
-        }
-        self.sending(tx.flush_observed(|_| self.deadlines.borrow_mut().send_started(runtime::now()))).await
-    }
-}
-
-/// How often the watchdog looks: an eighth of the shortest limit, between 10 ms and 1 s (so a
-/// limit is enforced at most that late). `None` without limits.
-fn watchdog_tick(limits: &Limits) -> Option<Duration> {
-    let shortest = [limits.handshake, limits.idle, limits.send].into_iter().flatten().min()?;
-    Some((shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)))
-}
-
-/// The core's one timer for every connection's limits: each tick it checks the registry, and
-/// ends a connection that passed a limit — shutting its read side for the handshake and idle
-/// limits (the pending receive ends, and the connection says why in a CLOSE frame before it
-/// closes), aborting it for a send that makes no progress (the send fails). Connections pay nothing
-/// per message for their deadlines: no timer is armed, moved or polled on their path.
-async fn watchdog(tick: Duration) {
-    loop {
-        runtime::sleep(tick).await;
-        let now = runtime::now();
-        {
-            for (_, c) in state().open.borrow().iter() {
-                if c.expired.get().is_some() {
-                    continue;
-                }
-                if let Some(x) = c.deadlines.borrow().check(now) {
-                    c.expired.set(Some(x));
-                    if x == Expiry::Send {
-                        // Abort: the peer does not read, so what is queued would never leave;
-                        // dropping it (and the connection) also ends a zero-copy send, whose
-                        // buffers the kernel would otherwise keep until the peer read them.
-                        crate::sys::abort_tcp(&c.fd);
-                    } else {
-                        let _ = SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Read);
-                    }
-                    state().bump(|st| st.expired[x as usize] += 1);
-                }
-            }
-        }
-    }
-}
-
-/// Counts a new connection and lists it among the core's open ones (so a stop can shut it).
-fn register(stream: &TcpStream, limits: Limits) -> (usize, Rc<Conn>) {
-    state().bump(|s| s.connections += 1);
-    let conn = Rc::new(Conn {
-        fd: stream.shared_fd(),
-        deadlines: RefCell::new(Deadlines::new(limits, runtime::now())),
-        expired: Cell::new(None),
-    });
-    (state().open.borrow_mut().insert(conn.clone()), conn)
-}
-
-/// Counts how a connection ended, takes it off the open list and closes it.
-async fn finish(stream: TcpStream, slot: usize, failed: bool) {
-    if failed {
-        state().bump(|s| s.errors += 1);
-    }
-    state().open.borrow_mut().remove(slot);
-    let _ = stream.close().await;
+/// The server layer's counts, in the echo report's terms.
+fn merge_server_stats(echo: &mut EchoStats, server: &ServerStats) {
+    echo.connections = server.accepted;
+    echo.errors += server.errors;
+    echo.expired = server.expired;
 }
 
 /// Echoes one connection until end of stream, an error or a limit. What arrives in a pool buffer
 /// goes back out of the same buffer: no copy in user space.
-async fn echo_tcp(stream: TcpStream, limits: Limits) {
+async fn echo_tcp(conn: Connection) {
     let st = state();
-    let (slot, conn) = register(&stream, limits);
+    let entry = conn.entry().clone();
+    let stream = &conn.stream;
+    // What arrived on another core before the connection moved here goes back first.
+    for chunk in conn.buffered.clone() {
+        if entry.sending(stream.send_all(chunk)).await.0.is_err() {
+            conn.finish(true).await;
+            return;
+        }
+    }
     let mut rx = stream.recv_stream();
     let mut failed = false;
     while let Some(r) = rx.next().await {
@@ -405,13 +309,13 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
             failed = true;
             break;
         };
-        conn.activity();
+        entry.activity();
         let n = chunk.len() as u64;
         st.bump(|s| {
             s.messages_in += 1;
             s.bytes_in += n;
         });
-        if conn.sending(stream.send_all(chunk)).await.0.is_err() {
+        if entry.sending(stream.send_all(chunk)).await.0.is_err() {
             failed = true;
             break;
         }
@@ -422,35 +326,43 @@ async fn echo_tcp(stream: TcpStream, limits: Limits) {
     }
     drop(rx);
     // A connection the watchdog ended (its read side shut) ends here, as a limit, not an error.
-    finish(stream, slot, failed && conn.expired.get().is_none()).await;
+    conn.finish(failed && entry.expired().is_none()).await;
 }
 
 /// Echoes DATA frames (and answers PINGs) on one connection. All frames decoded from one receive
 /// go back in one vectored send: each a header from the encoder and the payload as a slice of the
 /// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
-async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
+async fn echo_framed(conn: Connection, opts: FramedOpts) {
     let st = state();
-    let (slot, conn) = register(&stream, limits);
+    let entry = conn.entry().clone();
+    let stream = &conn.stream;
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
     dec.set_hold_limit(opts.receive_bound());
+    // What arrived on another core before the connection moved here is decoded first.
+    let mut pending: std::collections::VecDeque<Bytes> = conn.buffered.iter().cloned().collect();
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
     tx.set_pin_limit(opts.receive_bound());
     let hello = hello_payload();
     let _ = tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]);
-    let mut failed = conn.flush(&mut tx).await.is_err();
+    let mut failed = entry.flush(&mut tx).await.is_err();
     'conn: while !failed {
-        let chunk = match rx.next().await {
+        let next = match pending.pop_front() {
+            Some(c) => Some(Ok(c)),
+            None => rx.next().await,
+        };
+        let chunk = match next {
             Some(Ok(c)) => c,
             end => {
                 // The watchdog shut the read side of a connection past its handshake or idle
                 // limit: say why, then close.
-                if let Some(x) = conn.expired.get() {
-                    Box::pin(close_expired(&conn, &mut tx, &stream, x)).await;
+                if let Some(x) = entry.expired() {
+                    Box::pin(close_expired(&entry, &mut tx, stream, x)).await;
                 } else {
                     failed = end.is_some();
-                    if end.is_none() && dec.buffered() > 0 {
-                        // The peer ended its stream inside a frame: counted, not silent.
+                    if dec.buffered() > 0 {
+                        // The peer ended its stream (closed or reset it) inside a frame:
+                        // counted, not silent.
                         st.bump(|s| s.truncated += 1);
                     }
                 }
@@ -469,7 +381,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
             if r.is_ok() {
                 // Only a whole frame is activity: a peer dripping one byte now and then into a
                 // frame it never finishes passes the idle limit.
-                conn.activity();
+                entry.activity();
             }
             let reply_kind = match r {
                 Ok((kind, _, _)) => match kind {
@@ -481,11 +393,11 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     Kind::Close => {
                         // Send what was queued before the peer's CLOSE, then end.
                         st.parts.set(parts);
-                        let _ = conn.flush(&mut tx).await;
+                        let _ = entry.flush(&mut tx).await;
                         break 'conn;
                     }
                     Kind::Hello => {
-                        conn.deadlines.borrow_mut().handshaken();
+                        entry.handshaken();
                         continue;
                     }
                     Kind::Pong => continue,
@@ -494,7 +406,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
                     st.bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
                     st.parts.set(std::mem::take(&mut parts));
                     // Boxed: the cold path's state stays out of every connection's future.
-                    Box::pin(close_with_reason(&conn, &mut tx, &stream, e.code(), &e.to_string())).await;
+                    Box::pin(close_with_reason(&entry, &mut tx, stream, e.code(), &e.to_string())).await;
                     break 'conn;
                 }
             };
@@ -505,7 +417,7 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
             if tx.push(&h, &parts).is_err() {
                 // Full: this connection waits for its own send (bounded by the send limit); no
                 // other connection is held up, and meanwhile its receive stops (RECV_QUEUE_CAP).
-                if conn.flush(&mut tx).await.is_err() {
+                if entry.flush(&mut tx).await.is_err() {
                     failed = true;
                     st.parts.set(std::mem::take(&mut parts));
                     break 'conn;
@@ -521,25 +433,19 @@ async fn echo_framed(stream: TcpStream, opts: FramedOpts, limits: Limits) {
         }
         parts.clear();
         st.parts.set(parts);
-        if conn.flush(&mut tx).await.is_err() {
+        if entry.flush(&mut tx).await.is_err() {
             failed = true;
         }
     }
     let d = dec.stats();
-    st.bump(|s| {
-        s.decode.frames += d.frames;
-        s.decode.payload_bytes += d.payload_bytes;
-        s.decode.spanning_frames += d.spanning_frames;
-        s.decode.copied_bytes += d.copied_bytes;
-        s.decode.compacted_bytes += d.compacted_bytes;
-    });
+    st.bump(|s| s.decode += d);
     drop(rx);
-    finish(stream, slot, failed && conn.expired.get().is_none()).await;
+    conn.finish(failed && entry.expired().is_none()).await;
 }
 
 /// Tells a peer that passed the handshake or idle limit why its connection closes (a send that
 /// timed out has no room for that), within a second.
-async fn close_expired(conn: &Conn, tx: &mut SendQueue, stream: &TcpStream, x: Expiry) {
+async fn close_expired(conn: &Entry, tx: &mut SendQueue, stream: &TcpStream, x: Expiry) {
     let code = match x {
         Expiry::Handshake => crate::frame::CLOSE_HANDSHAKE_TIMEOUT,
         Expiry::Idle => crate::frame::CLOSE_IDLE_TIMEOUT,
@@ -551,7 +457,7 @@ async fn close_expired(conn: &Conn, tx: &mut SendQueue, stream: &TcpStream, x: E
 
 /// Tells the peer why its connection is closing (a CLOSE frame with the error's code), where the
 /// socket still allows it, and shuts the write side.
-async fn close_with_reason(conn: &Conn, tx: &mut SendQueue, stream: &TcpStream, code: u16, reason: &str) {
+async fn close_with_reason(conn: &Entry, tx: &mut SendQueue, stream: &TcpStream, code: u16, reason: &str) {
     let close = close_frame(code, reason);
     let close_header = header(Kind::Close, 0, close.payload.len() as u32);
     // Through the connection's flush, so the send limit bounds these sends too.

@@ -22,4 +22,5 @@ pub mod net;
 pub mod report;
 pub mod ring;
 pub mod runtime;
+pub mod server;
 pub mod sys;

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -232,41 +232,48 @@ fn many_timers_cost_no_ring_operations() {
 }
 
 #[test]
-fn mailbox_delivers_work_to_another_core_and_wakes_it() {
+fn typed_mailboxes_deliver_in_batches_to_another_core_and_wake_it() {
     let cfg = RuntimeConfig { cpus: vec![None, None], handle_signals: false, name: "mbox".into() };
-    let counter = Arc::new(AtomicUsize::new(0));
-    let c2 = counter.clone();
+    let boxes: runtime::Mailboxes<u64> = runtime::Mailboxes::new(2, 64);
     let out = runtime::run(cfg, move |core| {
-        let counter = c2.clone();
+        let boxes = boxes.clone();
         async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
             if core.index == 0 {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                for _ in 0..1000 {
-                    let c = counter.clone();
-                    let mut msg: runtime::Message = Box::new(move || {
-                        c.fetch_add(1, Ordering::SeqCst);
-                    });
-                    // A full mailbox hands the message back: wait a moment and retry.
-                    while let Err(m) = core.handle.send(1, msg) {
-                        msg = m;
-                        if Instant::now() > deadline {
-                            break;
-                        }
+                // 10,000 values through a mailbox of 64: a full mailbox hands the value back,
+                // and the sender waits a moment.
+                for v in 0..10_000u64 {
+                    let mut v = v;
+                    while let Err(back) = boxes.send(1, v) {
+                        v = back;
+                        assert!(Instant::now() < deadline, "the receiver stopped draining");
                         runtime::sleep(Duration::from_millis(1)).await;
                     }
                 }
-                // Bounded: a lost wake-up fails the test instead of hanging it.
-                while counter.load(Ordering::SeqCst) < 1000 && Instant::now() < deadline {
-                    runtime::sleep(Duration::from_millis(1)).await;
+                (0, 0, 0)
+            } else {
+                let mut rx = boxes.receiver(1);
+                let (mut batch, mut sum, mut batches, mut next) = (Vec::new(), 0u64, 0u64, 0u64);
+                while next < 10_000 {
+                    // Bounded: a lost wake-up fails the test instead of hanging it.
+                    let r = runtime::timeout(Duration::from_secs(30), rx.recv_batch(&mut batch, 32)).await;
+                    assert!(r.is_ok(), "no wake-up for values that were sent");
+                    batches += 1;
+                    for v in batch.drain(..) {
+                        assert_eq!(v, next, "values out of order");
+                        next += 1;
+                        sum += v;
+                    }
                 }
                 core.handle.shutdown();
-            } else {
-                runtime::shutdown_requested().await;
+                (1, sum, batches)
             }
-            core.index
         }
     })
     .unwrap();
-    assert_eq!(out, vec![0, 1]);
-    assert_eq!(counter.load(Ordering::SeqCst), 1000, "messages were lost or a wake-up was missed");
+    assert_eq!(out[1].0, 1);
+    assert_eq!(out[1].1, (0..10_000u64).sum::<u64>(), "values were lost");
+    // Batches of up to 32: at least 10,000 / 32 of them, and fewer than one per value would be
+    // if every value had cost its own wake-up.
+    assert!(out[1].2 >= 10_000 / 32, "{} batches", out[1].2);
 }

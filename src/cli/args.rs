@@ -64,6 +64,10 @@ pub enum Command {
         /// (0: never).
         #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero)]
         send_timeout: Duration,
+        /// Serve an HTTP admin endpoint here: `GET /healthz`, `GET /stats` (counters summed over
+        /// cores and per core, as JSON), e.g. `127.0.0.1:9000`.
+        #[arg(long, value_parser = parse_addr)]
+        admin: Option<SocketAddr>,
     },
     /// Load generator: echo, stream, framed, connect or http; closed loop, or open loop at a rate.
     Load(Box<LoadArgs>),

@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             handshake_timeout,
             idle_timeout,
             send_timeout,
+            admin,
         } => {
             if framed && max_frame < crate::frame::MIN_MAX_PAYLOAD as usize {
                 return Err(Failure::usage(format!(
@@ -62,7 +63,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             });
             let on = |d: Duration| (!d.is_zero()).then_some(d);
             let limits = Limits { handshake: on(handshake_timeout), idle: on(idle_timeout), send: on(send_timeout) };
-            echo(listen, &cpus, udp, framed, limits)
+            echo(listen, &cpus, udp, framed, limits, admin)
         }
         Command::Load(args) => load_cmd(*args, cli.log_format == super::LogFormat::Json),
         Command::Report { files, svg, json } => report_cmd(&files, svg.as_deref(), json),
@@ -155,12 +156,13 @@ fn echo(
     udp: bool,
     framed: Option<FramedOpts>,
     limits: Limits,
+    admin: Option<SocketAddr>,
 ) -> Result<(), Failure> {
     let mut rt = pick_cpus(cpus, "echo", usize::MAX)?;
     let probe = require_io_uring()?;
     rt.handle_signals = true;
     let layout = layout_text(&rt);
-    let server = EchoServer::start(EchoConfig { listen, udp, framed, limits, runtime: rt })?;
+    let server = EchoServer::start(EchoConfig { listen, udp, framed, limits, admin, runtime: rt })?;
     outln!(
         "ringnode echo: listening on {} ({}, {}, {})",
         server.local_addr(),
@@ -174,6 +176,9 @@ fn echo(
         layout,
         probe.mode.flags()
     );
+    if let Some(a) = server.admin_addr() {
+        outln!("ringnode echo: admin endpoint on http://{a}/ (/healthz, /stats)");
+    }
     let _ = std::io::stdout().flush();
     let stats = server.join()?;
     outln!("{}", report::echo_text(&stats));
@@ -500,6 +505,7 @@ fn demo(
         udp: false,
         framed: None,
         limits: Limits::default(),
+        admin: None,
         runtime: server_rt,
     })?;
     let target = server.local_addr();

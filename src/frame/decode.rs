@@ -26,6 +26,16 @@ pub struct DecodeStats {
     pub compacted_bytes: u64,
 }
 
+impl std::ops::AddAssign for DecodeStats {
+    fn add_assign(&mut self, o: DecodeStats) {
+        self.frames += o.frames;
+        self.payload_bytes += o.payload_bytes;
+        self.spanning_frames += o.spanning_frames;
+        self.copied_bytes += o.copied_bytes;
+        self.compacted_bytes += o.compacted_bytes;
+    }
+}
+
 /// A sans-IO frame decoder for one connection.
 #[derive(Debug)]
 pub struct FrameDecoder {

@@ -1,5 +1,6 @@
-//! TCP and UDP sockets on the ring: a listener whose accepted connections are handed round-robin
-//! to the cores, streams with owned-buffer receive/send/writev, and datagram sockets.
+//! TCP and UDP sockets on the ring: a listener, streams with owned-buffer receive/send/writev and
+//! a multishot receive from the core's buffer groups, datagram sockets, the send queue and the
+//! deadlines of a connection.
 //!
 //! Knows nothing of what the bytes mean.
 
@@ -10,7 +11,7 @@ mod udp;
 
 pub use limits::{Deadlines, Expiry, Limits};
 pub use send::{send_stats, Full, SendQueue, SendStats};
-pub use tcp::{serve_tcp, AcceptError, RecvStream, TcpListener, TcpStream, RECV_QUEUE_CAP};
+pub use tcp::{RecvStream, TcpListener, TcpStream, RECV_QUEUE_CAP};
 pub use udp::UdpSocket;
 
 use std::io;

@@ -39,6 +39,19 @@ pub struct SendStats {
     pub unpinned_bytes: u64,
 }
 
+impl std::ops::AddAssign for SendStats {
+    fn add_assign(&mut self, o: SendStats) {
+        self.writevs += o.writevs;
+        self.zc_sends += o.zc_sends;
+        self.zc_copied += o.zc_copied;
+        self.zc_zero_copy += o.zc_zero_copy;
+        self.zc_bytes += o.zc_bytes;
+        self.zc_given_up += o.zc_given_up;
+        self.coalesced_bytes += o.coalesced_bytes;
+        self.unpinned_bytes += o.unpinned_bytes;
+    }
+}
+
 /// This core's send counters (a core-local value, see `runtime::Core::local`).
 #[derive(Default)]
 struct Counters(Cell<SendStats>);

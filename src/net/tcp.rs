@@ -4,7 +4,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -13,7 +12,7 @@ use super::NetError;
 use crate::buf::Group;
 use crate::ring::ops::{self, IoBuf, SharedFd};
 use crate::runtime::core::discard_for;
-use crate::runtime::{self, Core, Handle};
+use crate::runtime::Core;
 
 /// A listening TCP socket. Created on any thread, accepted on one core.
 pub struct TcpListener {
@@ -47,120 +46,6 @@ impl TcpListener {
     /// The descriptor, to move the listener to the core that accepts.
     pub fn into_fd(self) -> OwnedFd {
         self.socket.into()
-    }
-}
-
-/// Why the acceptor stopped before it was asked to.
-#[derive(Debug, thiserror::Error)]
-#[error("accepting connections failed: {0}")]
-pub struct AcceptError(#[from] pub io::Error);
-
-/// Logs "out of descriptors" at most once a second, with how many accepts it covers.
-struct FdShortage {
-    last: Option<std::time::Instant>,
-    count: u64,
-}
-
-impl FdShortage {
-    /// Whether a line may be written at `now`: none in the last second.
-    fn may_log(&self, now: std::time::Instant) -> bool {
-        self.last.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1))
-    }
-
-    /// An accept succeeded: if failures went unreported since the last line, say so — within the
-    /// same once-a-second limit as the lines about the failures.
-    fn recovered(&mut self) {
-        let now = runtime::now();
-        if self.count > 0 && self.last.is_some() && self.may_log(now) {
-            tracing::warn!(
-                count = self.count,
-                "accepting again; accepts that failed for lack of descriptors since the last line"
-            );
-            self.count = 0;
-            self.last = Some(now);
-        }
-    }
-
-    fn note(&mut self, e: &io::Error) {
-        self.count += 1;
-        let now = runtime::now();
-        if self.may_log(now) {
-            tracing::warn!(
-                count = self.count,
-                nofile_limit = crate::sys::nofile_limit().0,
-                "accept: {e}; connections wait in the backlog until descriptors free up"
-            );
-            self.last = Some(now);
-            self.count = 0;
-        }
-    }
-}
-
-/// Accepts on `listener` (on the calling core, with multishot accept) until shutdown, and hands
-/// each connection round-robin to a core of `handle`, where `on_conn` runs with it. One acceptor
-/// that deals connections in turn balances exactly by count (see `docs/ARCHITECTURE.md`).
-///
-/// Transient errors (a connection reset before it was taken, descriptors running out for a
-/// while) are counted, logged at most once a second, and accepting goes on; any other error ends
-/// the acceptor with that error, and the server should stop (exit 1).
-pub async fn serve_tcp<F>(listener: OwnedFd, handle: Handle, on_conn: Arc<F>) -> Result<(), AcceptError>
-where
-    F: Fn(TcpStream) + Send + Sync + 'static,
-{
-    let fd: SharedFd = Rc::new(listener);
-    let mut next = 0usize;
-    let cores = handle.cores();
-    let me = runtime::current_core();
-    let mut shortage = FdShortage { last: None, count: 0 };
-    'rearm: loop {
-        let mut accepts = ops::accept_multi(fd.clone());
-        loop {
-            let c = match runtime::select(accepts.next(), runtime::shutdown_requested()).await {
-                runtime::Either::Left(Some(c)) => c,
-                runtime::Either::Left(None) => continue 'rearm,
-                runtime::Either::Right(()) => return Ok(()),
-            };
-            if c.result() < 0 {
-                let e = io::Error::from_raw_os_error(-c.result());
-                match -c.result() {
-                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                        // Out of descriptors or memory for a moment: the connection stays in the
-                        // backlog. Wait a little (do not spin on the error) and go on.
-                        shortage.note(&e);
-                        runtime::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                    // Reset before we took it, or interrupted: nothing to report.
-                    libc::ECONNABORTED | libc::EINTR | libc::EPROTO => {}
-                    // Cancelled by someone other than our shutdown (which returns above): re-arm.
-                    libc::ECANCELED if !runtime::is_shutting_down() => {}
-                    libc::ECANCELED => return Ok(()),
-                    _ => return Err(AcceptError(e)),
-                }
-                if !c.more() {
-                    continue 'rearm;
-                }
-                continue;
-            }
-            if shortage.last.is_some() {
-                shortage.recovered();
-            }
-            let conn = ops::adopt_fd(c.result());
-            let target = next % cores;
-            next = next.wrapping_add(1);
-            if target == me {
-                on_conn(TcpStream::from_fd(conn));
-            } else {
-                let f = on_conn.clone();
-                let msg: runtime::Message = Box::new(move || f(TcpStream::from_fd(conn)));
-                if let Err(msg) = handle.send(target, msg) {
-                    // That core's mailbox is full: serve the connection here rather than drop it.
-                    msg();
-                }
-            }
-            if !c.more() {
-                continue 'rearm;
-            }
-        }
     }
 }
 
@@ -275,6 +160,13 @@ impl TcpStream {
         }
     }
 
+    /// The descriptor back, to move the connection to another core; the stream back if an
+    /// operation (or a clone of [`TcpStream::shared_fd`]) still holds it.
+    pub fn into_fd(self) -> Result<OwnedFd, TcpStream> {
+        let drained = self.drained;
+        Rc::try_unwrap(self.fd).map_err(|fd| TcpStream { fd, drained })
+    }
+
     /// The shared descriptor (to shut the socket down from elsewhere on this core).
     pub fn shared_fd(&self) -> SharedFd {
         self.fd.clone()
@@ -321,6 +213,37 @@ pub struct RecvStream {
 }
 
 impl RecvStream {
+    /// Ends the receive and returns, in order, what it had already taken from the socket: what is
+    /// left unread stays in the socket for whoever reads it next (another core, after a move).
+    /// `Err` if the stream failed; an end of stream among what was taken ends the list.
+    pub async fn finish(mut self) -> io::Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        if let Some(op) = self.heap.take() {
+            let (c, (_, mut buf)) = op.await;
+            let n = c.into_result()? as usize;
+            ops::received(&mut buf, n);
+            if n > 0 {
+                out.push(Bytes::from(buf));
+            }
+        }
+        let Some(mut op) = self.op.take() else { return Ok(out) };
+        op.cancel();
+        let group = self.armed;
+        while let Some(c) = op.next().await {
+            if c.result() == -libc::ECANCELED || c.result() == -libc::ENOBUFS {
+                continue;
+            }
+            if c.result() < 0 {
+                return Err(io::Error::from_raw_os_error(-c.result()));
+            }
+            match Core::with(|core| core.with_pool(group, |p| p.take(&c)))? {
+                Some(b) => out.push(b),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// The next chunk; `None` at end of stream. When the pool runs dry the receive is re-armed
     /// (and the event counted) without losing the connection.
     pub async fn next(&mut self) -> Option<io::Result<Bytes>> {

@@ -31,12 +31,12 @@ pub fn echo_text(s: &EchoStats) -> String {
         let p = &s.pools[g as usize];
         if p.buffers > 0 {
             out += &format!(
-                "; {} ({} B buffers): {} leased, grew {} times to {} buffers",
+                "; {} ({} B buffers): {} leased, {} buffers (grown {} times)",
                 format!("{g:?}").to_lowercase(),
                 g.default_config().buf_size,
                 p.leases,
-                p.grown,
-                p.buffers
+                p.buffers,
+                p.grown
             );
         }
     }

@@ -139,7 +139,8 @@ struct Slot {
     discard: Option<Discard>,
 }
 
-/// Gives back what an unread completion carries (see [`Slot::discard`]).
+/// Gives back what an unread completion carries (a provided buffer, a new descriptor), for an
+/// operation whose owner went away; given by whoever submits the operation.
 pub type Discard = fn(&Completion);
 
 /// Counters a ring keeps about itself.

@@ -1,5 +1,5 @@
 //! Thread-per-core: one pinned thread per core, each with its ring and a local executor of `!Send`
-//! tasks; timers; the cross-core mailboxes; shutdown on SIGINT/SIGTERM.
+//! tasks; its [`Core`] context; timers; typed mailboxes between cores; shutdown on SIGINT/SIGTERM.
 //!
 //! Knows nothing of what peers say. A core's loop turn is: poll ready tasks, take what other cores
 //! sent, then one `io_uring_enter` (waiting only when no task is ready) and dispatch completions.
@@ -7,11 +7,13 @@
 pub mod core;
 mod executor;
 mod mailbox;
+mod placement;
 mod time;
 
 pub use self::core::Core;
 pub use executor::{current_core, is_shutting_down, shutdown_requested, spawn, spawn_detached, JoinHandle};
-pub use mailbox::{CoreShared, Message, MAILBOX_CAPACITY};
+pub use mailbox::{CoreShared, Mailboxes, Receiver, RecvBatch, MAILBOX_CAPACITY};
+pub use placement::{fnv1a, Placement};
 pub use time::{join, now, select, sleep, sleep_until, timeout, timeout_at, Either, Elapsed, Sleep};
 
 use std::future::Future;
@@ -37,11 +39,6 @@ impl Handle {
     /// Number of cores.
     pub fn cores(&self) -> usize {
         self.cores.len()
-    }
-
-    /// Queues `msg` to run on core `index`. A full mailbox gives the message back.
-    pub fn send(&self, index: usize, msg: Message) -> Result<(), Message> {
-        self.cores[index].send(msg)
     }
 
     /// Asks every core to stop.
@@ -280,7 +277,6 @@ fn run_core<Fut: Future + 'static>(
     }
     let main = spawn(main);
     let mut wakes = Vec::new();
-    let mut msgs: Vec<Message> = Vec::new();
     let mut failed_wakes = Vec::new();
     let mut failure = None;
     loop {
@@ -288,12 +284,9 @@ fn run_core<Fut: Future + 'static>(
         if main.is_finished() {
             break;
         }
-        if shared.take_arrivals(&mut wakes, &mut msgs) {
+        if shared.take_arrivals(&mut wakes) {
             for id in wakes.drain(..) {
                 exec.schedule(id);
-            }
-            for m in msgs.drain(..) {
-                m();
             }
             if shared.stop_requested() {
                 exec.begin_shutdown();

@@ -194,6 +194,19 @@ pub fn abort_tcp(fd: &impl std::os::fd::AsRawFd) {
     unsafe { libc::connect(fd, &addr, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
 }
 
+/// `shutdown(2)` on a descriptor its caller keeps open (errors ignored: the socket may already be
+/// disconnected).
+pub fn shutdown_socket(fd: std::os::fd::RawFd, how: std::net::Shutdown) {
+    let how = match how {
+        std::net::Shutdown::Read => libc::SHUT_RD,
+        std::net::Shutdown::Write => libc::SHUT_WR,
+        std::net::Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown takes no pointers; a stale descriptor number only gets an error back, and
+    // callers keep the descriptor open while they may call this.
+    unsafe { libc::shutdown(fd, how) };
+}
+
 /// Installs a seccomp filter on the calling thread that makes `io_uring_setup` fail with `errno`.
 ///
 /// It exists so that tests can show what a user behind a container's seccomp profile sees: call it

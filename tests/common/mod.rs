@@ -90,6 +90,14 @@ impl Server {
         Server { child: Some(child), addr, stdout_rest: Some(rx) }
     }
 
+    /// The next line the server printed after its first (up to 20 s).
+    pub fn second_line(&self) -> String {
+        self.stdout_rest
+            .as_ref()
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(20)).ok())
+            .unwrap_or_else(|| panic!("the server printed no second line"))
+    }
+
     /// Sends SIGTERM and waits (up to `limit`) for the exit; returns (exit code, rest of stdout,
     /// stderr).
     pub fn stop(mut self, limit: Duration) -> (i32, String, String) {
