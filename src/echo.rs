@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::frame::{close_frame, header, hello_payload, FrameDecoder, Kind};
-use crate::net::{Expiry, Limits, SendQueue, TcpStream, UdpSocket};
+use crate::frame::{header, FrameDecoder, Kind};
+use crate::net::{Limits, SendQueue, TcpStream, UdpSocket};
 use crate::runtime::{self, Core, CoreInfo, RuntimeConfig};
 use crate::server::{Connection, Entry, Server, ServerConfig, ServerStats, Service};
+use crate::session::{Event, Session, SessionConfig};
 
 pub use crate::server::ServeError;
 
@@ -38,7 +39,7 @@ pub struct EchoStats {
     pub bytes_out: u64,
     /// Connections that ended with an error (reset, broken pipe) rather than a clean close.
     pub errors: u64,
-    /// Framed connections closed for bad input, by reason (indexed like [`crate::frame::FrameError::NAMES`]).
+    /// Framed connections closed for bad input, by reason (indexed like [`crate::session::INPUT_ERROR_NAMES`]).
     pub frame_errors: [u64; 9],
     /// Receive buffer pool counters.
     pub pools: [crate::buf::PoolStats; 3],
@@ -93,7 +94,7 @@ impl EchoStats {
                 }),
             );
         }
-        let names = crate::frame::FrameError::NAMES;
+        let names = crate::session::INPUT_ERROR_NAMES;
         let frame_errors: serde_json::Map<String, serde_json::Value> =
             names.iter().zip(self.frame_errors).map(|(n, c)| (n.to_string(), c.into())).collect();
         serde_json::json!({
@@ -329,9 +330,11 @@ async fn echo_tcp(conn: Connection) {
     conn.finish(failed && entry.expired().is_none()).await;
 }
 
-/// Echoes DATA frames (and answers PINGs) on one connection. All frames decoded from one receive
-/// go back in one vectored send: each a header from the encoder and the payload as a slice of the
-/// receive buffer. Bad input closes this connection only, with a CLOSE frame naming the reason.
+/// Echoes DATA frames (and answers PINGs) on one connection: the codec cuts the bytes into frames,
+/// the session says what they mean, and the replies go out together. All frames decoded from one
+/// receive go back in one vectored send: each a header from the encoder and the payload as a slice
+/// of the receive buffer. Bad input closes this connection only, with a CLOSE frame naming the
+/// reason.
 async fn echo_framed(conn: Connection, opts: FramedOpts) {
     let st = state();
     let entry = conn.entry().clone();
@@ -339,13 +342,13 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
     dec.set_hold_limit(opts.receive_bound());
+    // Limits are the server's watchdog's: the session only says what they mean on the wire.
+    let mut session = Session::new(SessionConfig::default(), runtime::now());
     // What arrived on another core before the connection moved here is decoded first.
     let mut pending: std::collections::VecDeque<Bytes> = conn.buffered.iter().cloned().collect();
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
     tx.set_pin_limit(opts.receive_bound());
-    let hello = hello_payload();
-    let _ = tx.push(&header(Kind::Hello, 0, hello.len() as u32), &[hello]);
-    let mut failed = entry.flush(&mut tx).await.is_err();
+    let mut failed = transmit(&mut session, &entry, &mut tx).await.is_err() || entry.flush(&mut tx).await.is_err();
     'conn: while !failed {
         let next = match pending.pop_front() {
             Some(c) => Some(Ok(c)),
@@ -357,7 +360,9 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                 // The watchdog shut the read side of a connection past its handshake or idle
                 // limit: say why, then close.
                 if let Some(x) = entry.expired() {
-                    Box::pin(close_expired(&entry, &mut tx, stream, x)).await;
+                    session.expire(x);
+                    let _ = runtime::timeout(Duration::from_secs(1), close_out(&mut session, &entry, &mut tx, stream))
+                        .await;
                 } else {
                     failed = end.is_some();
                     if dec.buffered() > 0 {
@@ -373,67 +378,65 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
         st.bump(|s| s.bytes_in += n);
         let pinned = crate::runtime::core::pinned_size(&chunk);
         dec.push_pinned(chunk, pinned);
+        let now = runtime::now();
         // A scratch list shared by the core's connections: an idle connection holds none.
         let mut parts = st.parts.take();
         loop {
             parts.clear();
             let Some(r) = dec.next_frame_parts(&mut parts) else { break };
-            if r.is_ok() {
-                // Only a whole frame is activity: a peer dripping one byte now and then into a
-                // frame it never finishes passes the idle limit.
-                entry.activity();
-            }
-            let reply_kind = match r {
-                Ok((kind, _, _)) => match kind {
-                    Kind::Data => {
-                        st.bump(|s| s.messages_in += 1);
-                        Kind::Data
-                    }
-                    Kind::Ping => Kind::Pong,
-                    Kind::Close => {
-                        // Send what was queued before the peer's CLOSE, then end.
-                        st.parts.set(parts);
-                        let _ = entry.flush(&mut tx).await;
-                        break 'conn;
-                    }
-                    Kind::Hello => {
-                        entry.handshaken();
-                        continue;
-                    }
-                    Kind::Pong => continue,
-                },
+            let event = match r {
+                Ok((kind, _, _)) => {
+                    // Only a whole frame is activity: a peer dripping one byte now and then into
+                    // a frame it never finishes passes the idle limit.
+                    entry.activity();
+                    session.on_frame(now, kind, &parts).map_err(|e| e.code())
+                }
                 Err(e) => {
-                    st.bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
-                    st.parts.set(std::mem::take(&mut parts));
-                    // Boxed: the cold path's state stays out of every connection's future.
-                    Box::pin(close_with_reason(&entry, &mut tx, stream, e.code(), &e.to_string())).await;
-                    break 'conn;
+                    session.on_codec_error(&e);
+                    Err(e.code())
                 }
             };
-            // The reply: a new header, then the payload as the very slices it arrived in (copied
-            // into the coalescing buffer only when it is small).
-            let len: usize = parts.iter().map(|p| p.len()).sum();
-            let h = header(reply_kind, 0, len as u32);
-            if tx.push(&h, &parts).is_err() {
-                // Full: this connection waits for its own send (bounded by the send limit); no
-                // other connection is held up, and meanwhile its receive stops (RECV_QUEUE_CAP).
-                if entry.flush(&mut tx).await.is_err() {
-                    failed = true;
-                    st.parts.set(std::mem::take(&mut parts));
+            match event {
+                Ok(Event::Data) => {
+                    st.bump(|s| s.messages_in += 1);
+                    // The reply: a new header, then the payload as the very slices it arrived in
+                    // (copied into the coalescing buffer only when it is small).
+                    let len: usize = parts.iter().map(|p| p.len()).sum();
+                    if queue(&entry, &mut tx, Kind::Data, &parts).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    st.bump(|s| {
+                        s.messages_out += 1;
+                        s.bytes_out += (len + crate::frame::HEADER_LEN) as u64;
+                    });
+                }
+                Ok(Event::Open { .. }) => entry.handshaken(),
+                Ok(Event::Ping) => {
+                    if transmit(&mut session, &entry, &mut tx).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                Ok(Event::PeerClosed { .. }) => {
+                    // Send what was queued before the peer's CLOSE, then end.
+                    st.parts.set(parts);
+                    let _ = entry.flush(&mut tx).await;
                     break 'conn;
                 }
-                let _ = tx.push(&h, &parts);
-            }
-            if reply_kind == Kind::Data {
-                st.bump(|s| {
-                    s.messages_out += 1;
-                    s.bytes_out += (len + crate::frame::HEADER_LEN) as u64;
-                });
+                Ok(Event::Pong | Event::Expired(_) | Event::Ignored) => {}
+                Err(code) => {
+                    st.bump(|s| s.frame_errors[usize::from(code) - 1] += 1);
+                    st.parts.set(std::mem::take(&mut parts));
+                    // Boxed: the cold path's state stays out of every connection's future.
+                    Box::pin(close_out(&mut session, &entry, &mut tx, stream)).await;
+                    break 'conn;
+                }
             }
         }
         parts.clear();
         st.parts.set(parts);
-        if entry.flush(&mut tx).await.is_err() {
+        if failed || entry.flush(&mut tx).await.is_err() {
             failed = true;
         }
     }
@@ -443,29 +446,33 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
     conn.finish(failed && entry.expired().is_none()).await;
 }
 
-/// Tells a peer that passed the handshake or idle limit why its connection closes (a send that
-/// timed out has no room for that), within a second.
-async fn close_expired(conn: &Entry, tx: &mut SendQueue, stream: &TcpStream, x: Expiry) {
-    let code = match x {
-        Expiry::Handshake => crate::frame::CLOSE_HANDSHAKE_TIMEOUT,
-        Expiry::Idle => crate::frame::CLOSE_IDLE_TIMEOUT,
-        Expiry::Send => return,
-    };
-    let reason = format!("{} passed", x.name().replace('_', " "));
-    let _ = runtime::timeout(Duration::from_secs(1), close_with_reason(conn, tx, stream, code, &reason)).await;
+/// Queues one frame (a header, then the payload slices); a full queue first waits for this
+/// connection's own send (bounded by the send limit: no other connection is held up, and
+/// meanwhile its receive stops, see `RECV_QUEUE_CAP`).
+async fn queue(entry: &Entry, tx: &mut SendQueue, kind: Kind, parts: &[Bytes]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let h = header(kind, 0, len as u32);
+    if tx.push(&h, parts).is_err() {
+        entry.flush(tx).await?;
+        let _ = tx.push(&h, parts);
+    }
+    Ok(())
 }
 
-/// Tells the peer why its connection is closing (a CLOSE frame with the error's code), where the
-/// socket still allows it, and shuts the write side.
-async fn close_with_reason(conn: &Entry, tx: &mut SendQueue, stream: &TcpStream, code: u16, reason: &str) {
-    let close = close_frame(code, reason);
-    let close_header = header(Kind::Close, 0, close.payload.len() as u32);
-    // Through the connection's flush, so the send limit bounds these sends too.
-    if tx.push(&close_header, std::slice::from_ref(&close.payload)).is_err() {
-        let _ = conn.flush(tx).await;
-        let _ = tx.push(&close_header, &[close.payload]);
+/// Queues every frame the session has to send.
+async fn transmit(session: &mut Session, entry: &Entry, tx: &mut SendQueue) -> std::io::Result<()> {
+    while let Some((kind, parts)) = session.poll_transmit() {
+        queue(entry, tx, kind, &parts).await?;
     }
-    let _ = conn.flush(tx).await;
+    Ok(())
+}
+
+/// Sends what the session queued last (the CLOSE saying why), where the socket still allows it,
+/// and shuts the write side.
+async fn close_out(session: &mut Session, entry: &Entry, tx: &mut SendQueue, stream: &TcpStream) {
+    // Through the connection's flush, so the send limit bounds these sends too.
+    let _ = transmit(session, entry, tx).await;
+    let _ = entry.flush(tx).await;
     let _ = stream.shutdown_write().await;
 }
 

@@ -23,4 +23,5 @@ pub mod report;
 pub mod ring;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod sys;

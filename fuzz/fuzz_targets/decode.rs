@@ -2,12 +2,14 @@
 //! pushed with the receive memory they pin (`push_pinned`, under a small hold limit, so chunks are
 //! compacted), frames taken as payload slices (`next_frame_parts`) and re-encoded with `header`.
 //! It must never panic, never hold more than its bounds, stop at the first error, and be
-//! transparent: what it yields, re-encoded, is exactly the bytes it consumed.
+//! transparent: what it yields, re-encoded, is exactly the bytes it consumed. The session is fed
+//! every frame too, and must never panic on any order of them.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use ringnode::frame::{header, FrameDecoder, HEADER_LEN};
+use ringnode::session::{Session, SessionConfig};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
@@ -21,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
     let stream = &data[2..];
     let limit = 4096u32;
     let mut dec = FrameDecoder::new(limit);
+    // The session the server runs over the same frames: whatever they are, it answers without
+    // panicking, and after an error or a CLOSE it accepts nothing more.
+    let now = std::time::Instant::now();
+    let mut session = Session::new(SessionConfig::default(), now);
     dec.set_hold_limit(hold_limit);
     let mut out = Vec::new();
     let mut parts = Vec::new();
@@ -35,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
                 Some(Ok((kind, flags, len))) => {
                     assert!(len <= limit);
                     assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), len as usize);
+                    let _ = session.on_frame(now, kind, &parts);
+                    while session.poll_transmit().is_some() {}
                     out.extend_from_slice(&header(kind, flags, len));
                     for p in &parts {
                         out.extend_from_slice(p);

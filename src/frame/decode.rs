@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Frame, FrameError, Kind, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, MAX_PAYLOAD_LIMIT, VERSION};
+use super::{Frame, FrameError, Kind, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAX_PAYLOAD_LIMIT};
 
 /// What the decoder did, for the copy accounting.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +50,6 @@ pub struct FrameDecoder {
     tail: BytesMut,
     buffered: usize,
     max_payload: u32,
-    require_hello: bool,
-    seen_hello: bool,
     failed: Option<FrameError>,
     stats: DecodeStats,
 }
@@ -74,16 +72,9 @@ impl FrameDecoder {
             tail: BytesMut::new(),
             buffered: 0,
             max_payload: max_payload.min(MAX_PAYLOAD_LIMIT),
-            require_hello: true,
-            seen_hello: false,
             failed: None,
             stats: DecodeStats::default(),
         }
-    }
-
-    /// A decoder that does not require the HELLO (after a handshake done elsewhere).
-    pub fn without_hello(max_payload: u32) -> FrameDecoder {
-        FrameDecoder { require_hello: false, seen_hello: true, ..FrameDecoder::new(max_payload) }
     }
 
     /// Counters so far.
@@ -208,12 +199,6 @@ impl FrameDecoder {
         if len > self.max_payload {
             return Err(FrameError::TooLarge { len, max: self.max_payload });
         }
-        if !self.seen_hello && kind != Kind::Hello {
-            return Err(FrameError::BeforeHello(kind));
-        }
-        if self.seen_hello && self.require_hello && kind == Kind::Hello {
-            return Err(FrameError::DuplicateHello);
-        }
         if kind == Kind::Close && len < 2 {
             return Err(FrameError::BadLength { kind, len });
         }
@@ -288,16 +273,9 @@ impl FrameDecoder {
         Some(Ok((kind, flags, len)))
     }
 
-    fn finish(&mut self, kind: Kind, payload: &Bytes, len: u32) -> Result<(), FrameError> {
-        if kind == Kind::Hello {
-            if let Err(e) = check_hello(payload) {
-                return Err(self.fail(e));
-            }
-            self.seen_hello = true;
-        }
+    fn count(&mut self, len: u32) {
         self.stats.frames += 1;
         self.stats.payload_bytes += u64::from(len);
-        Ok(())
     }
 
     /// The next frame: `None` when more bytes are needed, `Some(Err)` when the stream is invalid
@@ -308,8 +286,9 @@ impl FrameDecoder {
             Ok(h) => h,
             Err(e) => return Some(Err(e)),
         };
-        let payload = if len == 0 { Bytes::new() } else { self.take_payload(len as usize) };
-        Some(self.finish(kind, &payload, len).map(|()| Frame { kind, flags, payload }))
+        let payload = self.take_payload(len as usize);
+        self.count(len);
+        Some(Ok(Frame { kind, flags, payload }))
     }
 
     /// Like [`FrameDecoder::next_frame`], but the payload is appended to `parts` as slices of the
@@ -320,13 +299,6 @@ impl FrameDecoder {
             Ok(h) => h,
             Err(e) => return Some(Err(e)),
         };
-        if kind == Kind::Hello {
-            // Small, and checked as a whole.
-            let payload = self.take_payload(len as usize);
-            let r = self.finish(kind, &payload, len);
-            parts.push(payload);
-            return Some(r.map(|()| (kind, flags, len)));
-        }
         let mut need = len as usize;
         self.buffered -= need;
         if need > 0 && self.chunks.front().is_some_and(|f| f.len() < need) {
@@ -341,7 +313,8 @@ impl FrameDecoder {
             need -= front.len();
             parts.push(self.pop_chunk().expect("front exists"));
         }
-        Some(self.finish(kind, &Bytes::new(), len).map(|()| (kind, flags, len)))
+        self.count(len);
+        Some(Ok((kind, flags, len)))
     }
 
     fn fail(&mut self, e: FrameError) -> FrameError {
@@ -359,17 +332,6 @@ impl FrameDecoder {
 /// copying out rather than holding the buffer.
 fn wasteful(len: usize, pinned: usize) -> bool {
     len.saturating_mul(4) < pinned
-}
-
-fn check_hello(p: &[u8]) -> Result<(), FrameError> {
-    if p.len() < 8 || &p[..4] != MAGIC {
-        return Err(FrameError::BadHello);
-    }
-    let version = u16::from_be_bytes([p[4], p[5]]);
-    if version != VERSION {
-        return Err(FrameError::UnsupportedVersion(version));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -433,14 +395,15 @@ mod tests {
     /// bytes received, made `next_frame_parts` look for a payload chunk that did not exist (a
     /// panic: any client could stop a core with 8 bytes).
     #[test]
-    fn an_empty_hello_alone_is_an_error_not_a_panic() {
+    fn an_empty_frame_alone_is_a_frame_not_a_panic() {
         let mut d = FrameDecoder::default();
         d.push(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0]));
         let mut parts = Vec::new();
-        assert_eq!(d.next_frame_parts(&mut parts), Some(Err(FrameError::BadHello)));
+        assert_eq!(d.next_frame_parts(&mut parts), Some(Ok((Kind::Hello, 0, 0))));
+        assert!(parts.is_empty());
         let mut d = FrameDecoder::default();
         d.push(Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0]));
-        assert_eq!(d.next_frame(), Some(Err(FrameError::BadHello)));
+        assert_eq!(d.next_frame().map(|f| f.map(|f| f.payload.len())), Some(Ok(0)));
     }
 
     #[test]
@@ -461,7 +424,6 @@ mod tests {
             (vec![2, 1, 0, 0, 0, 0, 0, 0], FrameError::BadFlags(1)),
             (vec![2, 0, 0, 1, 0, 0, 0, 0], FrameError::BadReserved),
             (vec![3, 0, 0, 0, 0, 0, 0, 1, 0], FrameError::BadLength { kind: Kind::Close, len: 1 }),
-            (encode_to_vec(&[hello()]), FrameError::DuplicateHello),
         ];
         for (bytes, want) in cases {
             let mut d = FrameDecoder::default();
@@ -470,16 +432,13 @@ mod tests {
             d.push(Bytes::from(bytes));
             assert_eq!(d.next_frame(), Some(Err(want)));
         }
+        // Order is the session's business: the codec yields a DATA frame first, and a second
+        // HELLO, as well-formed frames.
         let mut d = FrameDecoder::default();
-        d.push(Bytes::from(encode_to_vec(&[Frame::data(Bytes::new())])));
-        assert_eq!(d.next_frame(), Some(Err(FrameError::BeforeHello(Kind::Data))));
-        let mut d = FrameDecoder::default();
-        d.push(Bytes::from(encode_to_vec(&[Frame {
-            kind: Kind::Hello,
-            flags: 0,
-            payload: Bytes::from_static(b"RNOD\x00\x09\x00\x00"),
-        }])));
-        assert_eq!(d.next_frame(), Some(Err(FrameError::UnsupportedVersion(9))));
+        d.push(Bytes::from(encode_to_vec(&[Frame::data(Bytes::new()), hello(), hello()])));
+        for kind in [Kind::Data, Kind::Hello, Kind::Hello] {
+            assert_eq!(d.next_frame().map(|f| f.map(|f| f.kind)), Some(Ok(kind)));
+        }
         let close = close_frame(4, "too large");
         assert_eq!(u16::from_be_bytes([close.payload[0], close.payload[1]]), 4);
     }

@@ -1,6 +1,7 @@
-//! The native wire format as a sans-IO codec (specified in `docs/PROTOCOL.md`): bytes in, frames
-//! or a typed error out; frames in, headers out. No I/O, and no allocation per frame beyond what a
-//! frame that spans two receive buffers needs.
+//! The native wire format as a pure codec (specified in `docs/PROTOCOL.md`): bytes in, frame
+//! headers and payload slices (or a typed wire error) out; frames in, headers out. No I/O, no
+//! session state (what frames mean in order — HELLO first, PING answered — is `session`'s), and
+//! no allocation per frame beyond what a frame that spans two receive buffers needs.
 //!
 //! ```text
 //!  0        1        2        3        4                                 8
@@ -80,8 +81,9 @@ impl Frame {
     }
 }
 
-/// Why a byte stream is not valid protocol. Each has a wire code (sent in the CLOSE frame) and a
-/// name (for counters).
+/// Why a byte stream is not well-formed frames. Each has a wire code (sent in the CLOSE frame);
+/// frames that are well-formed but out of order (no HELLO first, say) are the session's errors
+/// (`session::SessionError`), and the two share one numbering of close codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The kind byte is not one this version knows.
@@ -101,18 +103,6 @@ pub enum FrameError {
         /// The limit.
         max: u32,
     },
-    /// The first frame on a connection was not HELLO.
-    #[error("{0:?} frame before HELLO")]
-    BeforeHello(Kind),
-    /// A second HELLO.
-    #[error("HELLO after the handshake")]
-    DuplicateHello,
-    /// A HELLO payload that is not magic + version + flags.
-    #[error("malformed HELLO")]
-    BadHello,
-    /// A HELLO with a version this build does not speak.
-    #[error("unsupported protocol version {0}")]
-    UnsupportedVersion(u16),
     /// A payload whose length does not fit its kind (a CLOSE shorter than its code).
     #[error("bad length {len} for a {kind:?} frame")]
     BadLength {
@@ -131,41 +121,9 @@ impl FrameError {
             FrameError::BadFlags(_) => 2,
             FrameError::BadReserved => 3,
             FrameError::TooLarge { .. } => 4,
-            FrameError::BeforeHello(_) => 5,
-            FrameError::DuplicateHello => 6,
-            FrameError::BadHello => 7,
-            FrameError::UnsupportedVersion(_) => 8,
             FrameError::BadLength { .. } => 9,
         }
     }
-
-    /// A short stable name, for per-reason counters.
-    pub fn name(&self) -> &'static str {
-        match self {
-            FrameError::UnknownKind(_) => "unknown_kind",
-            FrameError::BadFlags(_) => "bad_flags",
-            FrameError::BadReserved => "bad_reserved",
-            FrameError::TooLarge { .. } => "too_large",
-            FrameError::BeforeHello(_) => "before_hello",
-            FrameError::DuplicateHello => "duplicate_hello",
-            FrameError::BadHello => "bad_hello",
-            FrameError::UnsupportedVersion(_) => "unsupported_version",
-            FrameError::BadLength { .. } => "bad_length",
-        }
-    }
-
-    /// Every reason, in code order (for reports).
-    pub const NAMES: [&'static str; 9] = [
-        "unknown_kind",
-        "bad_flags",
-        "bad_reserved",
-        "too_large",
-        "before_hello",
-        "duplicate_hello",
-        "bad_hello",
-        "unsupported_version",
-        "bad_length",
-    ];
 }
 
 /// Close code for a normal close.

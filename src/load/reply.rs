@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::frame::{FrameDecoder, Kind};
+use crate::frame::FrameDecoder;
+use crate::session::{Event, Session, SessionConfig};
 
 /// What a parser found in the bytes it was fed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +140,22 @@ impl ReplyParser for DelimitedReplies {
 /// Native frames: each DATA frame echoed back is one reply, checked against what was sent.
 pub struct FramedReplies {
     decoder: FrameDecoder,
+    /// The client's side of the session: the server's HELLO first, its CLOSE understood.
+    session: Session,
+    started: std::time::Instant,
     expected: VecDeque<Bytes>,
 }
 
 impl FramedReplies {
     /// Expects the server's HELLO first, then echoed DATA frames.
     pub fn new(max_payload: u32) -> FramedReplies {
-        FramedReplies { decoder: FrameDecoder::new(max_payload), expected: VecDeque::new() }
+        let started = std::time::Instant::now();
+        FramedReplies {
+            decoder: FrameDecoder::new(max_payload),
+            session: Session::new(SessionConfig::default(), started),
+            started,
+            expected: VecDeque::new(),
+        }
     }
 }
 
@@ -159,21 +169,22 @@ impl ReplyParser for FramedReplies {
         self.decoder.push(Bytes::copy_from_slice(data));
         while let Some(f) = self.decoder.next_frame() {
             let f = f.map_err(|e| ReplyError::Malformed(e.to_string()))?;
-            match f.kind {
-                Kind::Data => {
+            // The client's own HELLO was sent with the requests; what the session would send
+            // (HELLO, PONG) is the driver's to ignore here. It has no limits, so the time it is
+            // given does not matter: the clock is not read per reply.
+            match self.session.on_frame(self.started, f.kind, std::slice::from_ref(&f.payload)) {
+                Ok(Event::Data) => {
                     let want = self.expected.pop_front().ok_or(ReplyError::Mismatch)?;
                     if want != f.payload {
                         return Err(ReplyError::Mismatch);
                     }
                     out.push(Reply::Ok(None));
                 }
-                Kind::Close => {
-                    let p = &f.payload;
-                    let code = u16::from_be_bytes([p[0], p[1]]);
-                    let reason = String::from_utf8_lossy(&p[2..]);
+                Ok(Event::PeerClosed { code, reason }) => {
                     return Err(ReplyError::Closed(format!("CLOSE code {code}: {reason}")));
                 }
-                _ => {}
+                Ok(_) => {}
+                Err(e) => return Err(ReplyError::Malformed(e.to_string())),
             }
         }
         Ok(())

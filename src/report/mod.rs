@@ -66,7 +66,7 @@ pub fn echo_text(s: &EchoStats) -> String {
         );
     }
     if s.frame_errors.iter().any(|&n| n > 0) {
-        let parts: Vec<String> = crate::frame::FrameError::NAMES
+        let parts: Vec<String> = crate::session::INPUT_ERROR_NAMES
             .iter()
             .zip(s.frame_errors)
             .filter(|(_, n)| *n > 0)
