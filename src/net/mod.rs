@@ -7,11 +7,13 @@
 mod limits;
 mod send;
 mod tcp;
+mod transport;
 mod udp;
 
 pub use limits::{Deadlines, Expiry, Limits};
-pub use send::{send_stats, Full, SendQueue, SendStats};
+pub use send::{send_stats, Batch, BufferOf, Full, OutQueue, SendQueue, SendStats, Sender};
 pub use tcp::{RecvStream, TcpListener, TcpStream, RECV_QUEUE_CAP};
+pub use transport::{Plain, Transport, TransportError, Upgradable};
 pub use udp::UdpSocket;
 
 use std::io;

@@ -1,10 +1,15 @@
-//! The per-connection send queue: units queued during a turn go out together in one vectored
-//! send. A unit is a small prefix (a frame header), always copied, and payload slices: a small
-//! unit is copied into the queue's coalescing buffer (one iovec for many small frames, cheaper
-//! than an iovec each, and counted as copied), a large one goes out as the very slices it came in.
-//! A batch holding a unit at or above the zero-copy threshold goes out with `SENDMSG_ZC` and is
-//! released only after the kernel's notification. The queue is bounded in bytes: a full queue
-//! answers [`Full`] and the caller decides (wait for a flush, or drop and count).
+//! The send path in two parts: [`OutQueue`], sans-IO — batching, coalescing, limits, the choice
+//! of zero-copy; it yields what to send — and [`Sender`], which owns the socket and sends a batch
+//! (vectored, or `SENDMSG_ZC`, resuming after short writes). [`SendQueue`] is the two together, as
+//! a connection uses them.
+//!
+//! Units queued during a turn go out together in one vectored send. A unit is a small prefix (a
+//! frame header), always copied, and payload slices: a small unit is copied into the queue's
+//! coalescing buffer (one iovec for many small frames, cheaper than an iovec each, and counted as
+//! copied), a large one goes out as the very slices it came in. A batch holding a unit at or above
+//! the zero-copy threshold goes out with `SENDMSG_ZC` and is released only after the kernel's
+//! notification. The queue is bounded in bytes: a full queue answers [`Full`] and the caller
+//! decides (wait for a flush, or drop and count).
 
 use std::cell::Cell;
 use std::io;
@@ -70,9 +75,20 @@ pub fn send_stats() -> SendStats {
     crate::runtime::Core::try_with(|c| c.local::<Counters>().0.get()).unwrap_or_default()
 }
 
-/// A bounded queue of buffers for one socket.
-pub struct SendQueue {
-    fd: SharedFd,
+/// What to send next: the buffers in order, their total, and whether to ask for zero-copy.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The buffers, in order.
+    pub bufs: Vec<Bytes>,
+    /// Their total length.
+    pub len: usize,
+    /// Send with `SENDMSG_ZC` (a unit at or above the threshold is in it).
+    pub zero_copy: bool,
+}
+
+/// A bounded queue of units for one connection, sans-IO: units in, [`Batch`]es out.
+#[derive(Debug)]
+pub struct OutQueue {
     bufs: Vec<Bytes>,
     /// Prefixes and small units, copied; split off into `bufs` before each large unit and at flush.
     small: BytesMut,
@@ -98,13 +114,15 @@ pub const COALESCE_MAX: usize = 2048;
 /// notification's cost.
 const ZC_GIVE_UP_AFTER: u32 = 8;
 
-impl SendQueue {
+/// Where a slice lies: the start and size of the receive buffer it keeps alive, if any.
+pub type BufferOf<'a> = &'a dyn Fn(&[u8]) -> Option<(usize, usize)>;
+
+impl OutQueue {
     /// A queue holding at most `limit` bytes; a unit of `zc_threshold` bytes or more makes its
     /// batch go out zero-copy (`usize::MAX` disables it).
-    pub fn new(fd: SharedFd, limit: usize, zc_threshold: usize) -> SendQueue {
+    pub fn new(limit: usize, zc_threshold: usize) -> OutQueue {
         // Nothing is allocated until the first unit: an idle connection's queue costs no heap.
-        SendQueue {
-            fd,
+        OutQueue {
             bufs: Vec::new(),
             small: BytesMut::new(),
             coalesce_max: COALESCE_MAX.min(zc_threshold.saturating_sub(1)),
@@ -126,8 +144,8 @@ impl SendQueue {
         self.pin_limit = limit;
     }
 
-    fn pin_cost(&mut self, part: &[u8]) -> usize {
-        match crate::runtime::Core::try_with(|c| c.pool_buffer_of(part)).flatten() {
+    fn pin_cost(&mut self, part: &[u8], buffer_of: BufferOf<'_>) -> usize {
+        match buffer_of(part) {
             Some((start, _)) if start == self.last_pinned => 0,
             Some((start, size)) => {
                 self.last_pinned = start;
@@ -144,8 +162,9 @@ impl SendQueue {
 
     /// Queues one unit — `prefix` (copied) and `parts` (copied if the unit is small, else
     /// referenced) — or answers `Full` without queuing any of it. An empty queue takes any unit,
-    /// however large, so nothing is refused forever.
-    pub fn push(&mut self, prefix: &[u8], parts: &[Bytes]) -> Result<(), Full> {
+    /// however large, so nothing is refused forever. `buffer_of` says which receive buffer a part
+    /// keeps alive (for the pin limit).
+    pub fn push(&mut self, prefix: &[u8], parts: &[Bytes], buffer_of: BufferOf<'_>) -> Result<(), Full> {
         let payload: usize = parts.iter().map(|b| b.len()).sum();
         let len = prefix.len() + payload;
         if self.queued > 0 && self.queued + len > self.limit {
@@ -160,7 +179,7 @@ impl SendQueue {
         let mut copy = len <= self.coalesce_max;
         if !copy && self.pin_limit != usize::MAX {
             let last = self.last_pinned;
-            let cost: usize = parts.iter().map(|p| self.pin_cost(p)).sum();
+            let cost: usize = parts.iter().map(|p| self.pin_cost(p, buffer_of)).sum();
             if self.pinned + cost > self.pin_limit {
                 self.last_pinned = last;
                 copy = true;
@@ -190,60 +209,31 @@ impl SendQueue {
         }
     }
 
-    /// Sends everything queued, resuming after short writes.
-    ///
-    /// Not cancel-safe: dropping the future mid-send loses what was queued (the kernel still
-    /// finishes or cancels the operation safely; the byte stream is broken either way, so the
-    /// connection should be closed).
-    pub async fn flush(&mut self) -> io::Result<()> {
-        self.flush_observed(|_| {}).await
-    }
-
-    /// [`SendQueue::flush`], calling `progress` with the byte count of every send that completes
-    /// (a send limit then means "no progress for that long", not "the whole batch within it").
-    pub async fn flush_observed(&mut self, mut progress: impl FnMut(usize)) -> io::Result<()> {
+    /// Everything queued, as one batch (`None` when nothing is); the queue is empty after.
+    pub fn take_batch(&mut self) -> Option<Batch> {
         self.seal_small();
         if self.bufs.is_empty() {
-            return Ok(());
+            return None;
         }
-        let bufs = std::mem::take(&mut self.bufs);
-        let total = self.queued;
-        let zc = self.has_large;
+        let batch = Batch { bufs: std::mem::take(&mut self.bufs), len: self.queued, zero_copy: self.has_large };
         self.queued = 0;
         self.has_large = false;
         self.pinned = 0;
         self.last_pinned = 0;
-        let mut bufs = bufs;
-        let mut off = 0;
-        while off < total {
-            let (r, b) = if zc {
-                // Boxed: zero-copy sends are for large payloads, where one allocation is nothing,
-                // and keeping their state out of line keeps every connection's future small.
-                let (r, b, copied) = Box::pin(send_zc(self.fd.clone(), bufs, off)).await;
-                self.note_zc(copied);
-                (r, b)
-            } else {
-                send_v(self.fd.clone(), bufs, off).await
-            };
-            bufs = b;
-            match r {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    off += n;
-                    progress(n);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // Reuse the vector's allocation for the next batch.
-        bufs.clear();
-        self.bufs = bufs;
-        Ok(())
+        Some(batch)
     }
-}
 
-impl SendQueue {
-    fn note_zc(&mut self, copied: Option<bool>) {
+    /// Hands a sent batch's vector back, to reuse its allocation for the next one.
+    pub fn recycle(&mut self, mut bufs: Vec<Bytes>) {
+        if self.bufs.is_empty() {
+            bufs.clear();
+            self.bufs = bufs;
+        }
+    }
+
+    /// What the kernel said of a zero-copy send: copied anyway (`Some(true)`), or not. After
+    /// several copies in a row the queue stops asking for zero-copy.
+    pub fn note_zero_copy(&mut self, copied: Option<bool>) {
         match copied {
             Some(true) => self.copied_streak += 1,
             Some(false) => self.copied_streak = 0,
@@ -253,6 +243,105 @@ impl SendQueue {
             self.zc_threshold = usize::MAX;
             bump(|s| s.zc_given_up += 1);
         }
+    }
+}
+
+/// The sending half: owns (a share of) the socket and sends batches.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    fd: SharedFd,
+}
+
+impl Sender {
+    /// A sender on `fd`.
+    pub fn new(fd: SharedFd) -> Sender {
+        Sender { fd }
+    }
+
+    /// Sends `batch` whole, resuming after short writes, calling `progress` with the byte count of
+    /// every send that completes. Returns the buffers (to recycle) and, for a zero-copy batch,
+    /// whether the kernel reported copying the last send.
+    ///
+    /// Not cancel-safe: dropping the future mid-send loses the batch (the kernel still finishes or
+    /// cancels the operation safely; the byte stream is broken either way, so the connection
+    /// should be closed).
+    pub async fn send(
+        &self,
+        batch: Batch,
+        mut progress: impl FnMut(usize),
+    ) -> (io::Result<()>, Vec<Bytes>, Option<bool>) {
+        let Batch { mut bufs, len, zero_copy } = batch;
+        let mut copied = None;
+        let mut off = 0;
+        while off < len {
+            let (r, b) = if zero_copy {
+                // Boxed: zero-copy sends are for large payloads, where one allocation is nothing,
+                // and keeping their state out of line keeps every connection's future small.
+                let (r, b, c) = Box::pin(send_zc(self.fd.clone(), bufs, off)).await;
+                copied = c.or(copied);
+                (r, b)
+            } else {
+                send_v(self.fd.clone(), bufs, off).await
+            };
+            bufs = b;
+            match r {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs, copied),
+                Ok(n) => {
+                    off += n;
+                    progress(n);
+                }
+                Err(e) => return (Err(e), bufs, copied),
+            }
+        }
+        (Ok(()), bufs, copied)
+    }
+}
+
+/// A connection's send path: its [`OutQueue`] and its [`Sender`].
+pub struct SendQueue {
+    queue: OutQueue,
+    sender: Sender,
+}
+
+impl SendQueue {
+    /// A queue on `fd` holding at most `limit` bytes (see [`OutQueue::new`]).
+    pub fn new(fd: SharedFd, limit: usize, zc_threshold: usize) -> SendQueue {
+        SendQueue { queue: OutQueue::new(limit, zc_threshold), sender: Sender::new(fd) }
+    }
+
+    /// See [`OutQueue::set_pin_limit`].
+    pub fn set_pin_limit(&mut self, limit: usize) {
+        self.queue.set_pin_limit(limit);
+    }
+
+    /// Bytes queued.
+    pub fn queued(&self) -> usize {
+        self.queue.queued()
+    }
+
+    /// Queues one unit (see [`OutQueue::push`]); the receive buffers parts keep alive are this
+    /// core's pools'.
+    pub fn push(&mut self, prefix: &[u8], parts: &[Bytes]) -> Result<(), Full> {
+        self.queue.push(prefix, parts, &|p| crate::runtime::Core::try_with(|c| c.pool_buffer_of(p)).flatten())
+    }
+
+    /// Sends everything queued, resuming after short writes (not cancel-safe: see
+    /// [`Sender::send`]).
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_observed(|_| {}).await
+    }
+
+    /// [`SendQueue::flush`], calling `progress` with the byte count of every send that completes
+    /// (a send limit then means "no progress for that long", not "the whole batch within it").
+    pub async fn flush_observed(&mut self, progress: impl FnMut(usize)) -> io::Result<()> {
+        let Some(batch) = self.queue.take_batch() else { return Ok(()) };
+        let zero_copy = batch.zero_copy;
+        let (r, bufs, copied) = self.sender.send(batch, progress).await;
+        if zero_copy {
+            self.queue.note_zero_copy(copied);
+        }
+        self.queue.recycle(bufs);
+        r
     }
 }
 
@@ -298,4 +387,61 @@ async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usiz
     }
     let bufs = op.into_data().map(|d| d.bufs).unwrap_or_default();
     (sent.unwrap_or_else(|| Err(io::ErrorKind::Other.into())), bufs, was_copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nowhere(_: &[u8]) -> Option<(usize, usize)> {
+        None
+    }
+
+    #[test]
+    fn small_units_coalesce_large_ones_are_referenced_and_the_limit_holds() {
+        let mut q = OutQueue::new(10_000, 4096);
+        let big = Bytes::from(vec![7u8; 3000]);
+        q.push(b"h1", &[Bytes::from_static(b"small")], &nowhere).unwrap();
+        q.push(b"h2", std::slice::from_ref(&big), &nowhere).unwrap();
+        q.push(b"h3", &[Bytes::from_static(b"tail")], &nowhere).unwrap();
+        assert_eq!(q.queued(), 2 + 5 + 2 + 3000 + 2 + 4);
+        // Past the limit: refused whole, nothing queued of it.
+        assert_eq!(q.push(b"", &[Bytes::from(vec![0u8; 8000])], &nowhere), Err(Full));
+        let b = q.take_batch().unwrap();
+        assert!(!b.zero_copy);
+        assert_eq!(b.len, 3015);
+        // Header and small unit copied together, the large payload referenced (same memory),
+        // then the last header and small unit.
+        assert_eq!(&b.bufs[0][..], b"h1smallh2");
+        assert_eq!(b.bufs[1].as_ptr(), big.as_ptr());
+        assert_eq!(&b.bufs[2][..], b"h3tail");
+        assert!(q.take_batch().is_none());
+        q.recycle(b.bufs);
+        // An empty queue takes a unit larger than its limit (nothing refused forever), and a
+        // unit at the threshold makes the batch zero-copy.
+        q.push(b"", &[Bytes::from(vec![1u8; 20_000])], &nowhere).unwrap();
+        assert!(q.take_batch().unwrap().zero_copy);
+    }
+
+    #[test]
+    fn past_the_pin_limit_units_are_copied_and_repeated_copies_stop_zero_copy() {
+        let mut q = OutQueue::new(1 << 20, 4096);
+        q.set_pin_limit(64 * 1024);
+        let buf = Bytes::from(vec![3u8; 3000]);
+        // Every part claims to keep its own 64 KiB buffer alive.
+        let base = buf.as_ptr() as usize;
+        let each = |p: &[u8]| Some((p.as_ptr() as usize - base + 1, 64 * 1024));
+        q.push(b"", &[buf.slice(0..2500)], &each).unwrap();
+        q.push(b"", &[buf.slice(2500..)], &each).unwrap();
+        let b = q.take_batch().unwrap();
+        assert_eq!(b.bufs.len(), 2);
+        assert_eq!(b.bufs[0].as_ptr(), buf.as_ptr(), "the first unit is referenced");
+        assert_ne!(b.bufs[1].as_ptr(), buf[2500..].as_ptr(), "the second would pass the pin limit: copied");
+        let mut q = OutQueue::new(1 << 20, 4096);
+        for _ in 0..ZC_GIVE_UP_AFTER {
+            q.note_zero_copy(Some(true));
+        }
+        q.push(b"", &[Bytes::from(vec![1u8; 8192])], &nowhere).unwrap();
+        assert!(!q.take_batch().unwrap().zero_copy, "zero-copy still asked after the kernel kept copying");
+    }
 }
