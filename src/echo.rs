@@ -19,8 +19,6 @@ use crate::session::{Event, Session, SessionConfig};
 
 pub use crate::server::ServeError;
 
-/// Receive buffer per core (UDP).
-const ECHO_BUF: usize = 64 * 1024;
 /// How long a stopping server waits for its connections to wind down.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -476,18 +474,15 @@ async fn close_out(session: &mut Session, entry: &Entry, tx: &mut SendQueue, str
     let _ = stream.shutdown_write().await;
 }
 
-/// Echoes datagrams back to their senders, forever.
+/// Echoes datagrams back to their senders, forever: each arrives in a buffer of the core's
+/// datagram group (multishot `RECVMSG`) and goes back out of it.
 async fn echo_udp(sock: &UdpSocket) {
     let st = state();
-    let mut buf = Vec::with_capacity(ECHO_BUF);
+    let mut rx = sock.recv_stream();
     loop {
-        buf.clear();
-        let (r, b) = sock.recv_from(buf).await;
-        buf = b;
-        let (n, peer) = match r {
-            Ok((n, Some(peer))) => (n, peer),
-            // A datagram without a usable sender, or an ICMP error surfacing on the socket.
-            Ok((_, None)) => continue,
+        let d = match rx.next().await {
+            Ok(d) => d,
+            // An ICMP error surfacing on the socket, or an interrupted receive.
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) || e.kind() == std::io::ErrorKind::Interrupted => {
                 st.bump(|s| s.errors += 1);
                 continue;
@@ -497,13 +492,14 @@ async fn echo_udp(sock: &UdpSocket) {
                 return;
             }
         };
+        // A datagram without a usable sender.
+        let Some(peer) = d.peer else { continue };
+        let n = d.data.len() as u64;
         st.bump(|s| {
             s.messages_in += 1;
-            s.bytes_in += n as u64;
+            s.bytes_in += n;
         });
-        let (r, b) = sock.send_to(buf, peer).await;
-        buf = b;
-        match r {
+        match sock.send_to(d.data, peer).await.0 {
             Ok(n) => st.bump(|s| {
                 s.messages_out += 1;
                 s.bytes_out += n as u64;

@@ -14,7 +14,7 @@ pub use limits::{Deadlines, Expiry, Limits};
 pub use send::{send_stats, Batch, BufferOf, Full, OutQueue, SendQueue, SendStats, Sender};
 pub use tcp::{RecvStream, TcpListener, TcpStream, RECV_QUEUE_CAP};
 pub use transport::{Plain, Transport, TransportError, Upgradable};
-pub use udp::UdpSocket;
+pub use udp::{Datagram, DatagramStream, UdpSocket};
 
 use std::io;
 use std::net::SocketAddr;

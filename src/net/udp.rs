@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::NetError;
-use crate::ring::ops::{self, SharedFd};
+use crate::buf::Group;
+use crate::ring::ops::{self, IoBuf, SharedFd};
+use crate::runtime::core::discard_for;
+use crate::runtime::Core;
 
 /// A datagram socket on the ring.
 pub struct UdpSocket {
@@ -48,8 +52,84 @@ impl UdpSocket {
     }
 
     /// Sends `buf` as one datagram to `addr`.
-    pub async fn send_to(&self, buf: Vec<u8>, addr: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
+    pub async fn send_to<B: IoBuf>(&self, buf: B, addr: SocketAddr) -> (io::Result<usize>, B) {
         let (c, data) = ops::sendmsg(self.fd.clone(), buf, addr).await;
         (c.into_result().map(|n| n as usize), data.buf)
+    }
+
+    /// Datagrams as they arrive, with a multishot `RECVMSG` into this core's datagram buffer group
+    /// (no buffer is held while nothing arrives; each datagram is a slice of its pool buffer).
+    pub fn recv_stream(&self) -> DatagramStream {
+        DatagramStream { fd: self.fd.clone(), op: None, armed_epoch: 0 }
+    }
+}
+
+/// One datagram received.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// Its sender.
+    pub peer: Option<SocketAddr>,
+    /// Its bytes: a slice of the pool buffer it arrived in.
+    pub data: Bytes,
+    /// It was larger than a buffer and was cut.
+    pub truncated: bool,
+}
+
+/// Datagrams from a multishot receive (see [`UdpSocket::recv_stream`]).
+pub struct DatagramStream {
+    fd: SharedFd,
+    op: Option<crate::ring::OpStream<(SharedFd, Box<ops::MsgTemplate>)>>,
+    armed_epoch: u64,
+}
+
+impl DatagramStream {
+    /// The next datagram. When the group runs dry the receive is re-armed once buffers are back
+    /// (the datagrams wait in the socket), or, with every buffer leased out at the group's
+    /// ceiling, one datagram is received into a heap buffer.
+    pub async fn next(&mut self) -> io::Result<Datagram> {
+        loop {
+            let op = match &mut self.op {
+                Some(op) => op,
+                None => {
+                    self.armed_epoch = Core::with(|c| c.with_pool(Group::Datagram, |p| p.epoch()))?;
+                    let op = ops::recvmsg_multi(self.fd.clone(), Group::Datagram.bgid(), discard_for(Group::Datagram));
+                    op.cap(super::RECV_QUEUE_CAP);
+                    self.op.insert(op)
+                }
+            };
+            let Some(c) = op.next().await else {
+                self.op = None;
+                continue;
+            };
+            if !c.more() {
+                self.op = None;
+            }
+            match -c.result() {
+                libc::ENOBUFS => {
+                    let armed = self.armed_epoch;
+                    let refilled = Core::with(|core| core.with_pool(Group::Datagram, |p| p.refill(armed)))?;
+                    if !refilled {
+                        Core::with(|core| core.with_pool(Group::Datagram, |p| p.note_heap_fallback()))?;
+                        let (c, data) = ops::recvmsg(self.fd.clone(), Vec::with_capacity(64 * 1024)).await;
+                        let mut buf = data.buf;
+                        let n = c.into_result()? as usize;
+                        ops::received(&mut buf, n);
+                        return Ok(Datagram { peer: data.msg.peer(), data: Bytes::from(buf), truncated: false });
+                    }
+                    continue;
+                }
+                // Stopped for a reader that fell behind: re-arm.
+                libc::ECANCELED => continue,
+                e if e > 0 => return Err(io::Error::from_raw_os_error(e)),
+                _ => {}
+            }
+            let Some(buf) = Core::with(|core| core.with_pool(Group::Datagram, |p| p.take(&c)))? else {
+                continue;
+            };
+            let Some((peer, range, truncated)) = ops::parse_datagram(&buf) else {
+                continue;
+            };
+            return Ok(Datagram { peer, data: buf.slice(range), truncated });
+        }
     }
 }

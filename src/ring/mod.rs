@@ -22,7 +22,11 @@
 
 mod error;
 mod op;
-pub mod ops;
+/// The operations, by name (`ring::ops::recv_multi`, …): one file each under `ring/op/`.
+pub mod ops {
+    pub use super::op::*;
+    pub(crate) use super::op::{adopt_fd, received};
+}
 mod probe;
 
 pub use error::{classify_setup_error, classify_setup_error_with, RingError};

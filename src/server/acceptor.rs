@@ -64,7 +64,7 @@ pub async fn accept_loop(listener: OwnedFd, mut on_accept: impl FnMut(OwnedFd)) 
     let fd: SharedFd = Rc::new(listener);
     let mut shortage = FdShortage { last: None, count: 0 };
     'rearm: loop {
-        let mut accepts = ops::accept_multi(fd.clone());
+        let mut accepts = ops::accept_multi(fd.clone(), close_unread);
         loop {
             let c = match runtime::select(accepts.next(), runtime::shutdown_requested()).await {
                 runtime::Either::Left(Some(c)) => c,
@@ -100,5 +100,13 @@ pub async fn accept_loop(listener: OwnedFd, mut on_accept: impl FnMut(OwnedFd)) 
                 continue 'rearm;
             }
         }
+    }
+}
+
+/// Closes the descriptor of an accept completion nobody will read (the acceptor stopped): the
+/// listener's owner does it, not the ring.
+pub(crate) fn close_unread(c: &crate::ring::Completion) {
+    if c.result() >= 0 {
+        drop(ops::adopt_fd(c.result()));
     }
 }

@@ -144,7 +144,7 @@ where
     let mut stats = source();
     let mut id = 0u64;
     loop {
-        let mut accepts = ops::accept_multi(fd.clone());
+        let mut accepts = ops::accept_multi(fd.clone(), super::acceptor::close_unread);
         while let Some(c) = accepts.next().await {
             if c.result() < 0 {
                 // Out of descriptors and the like: the admin endpoint waits, the server goes on.

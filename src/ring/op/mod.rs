@@ -1,4 +1,52 @@
-//! Operations as futures that own what they lend to the kernel.
+//! Operations as futures that own what they lend to the kernel ([`Op`], [`OpStream`]), and the
+//! operations themselves, one file each: each a safe constructor that builds the entry and moves
+//! what the kernel will read or write into the returned future, so that memory stays put and alive
+//! until the completion (see the module docs of `ring` for what happens on drop).
+
+mod accept;
+mod close;
+mod connect;
+mod nop;
+mod read;
+mod recv;
+mod recv_multi;
+mod recvmsg;
+mod recvmsg_multi;
+mod send;
+mod send_zc;
+mod sendmsg;
+mod shutdown;
+mod timeout;
+mod write_fixed;
+mod writev;
+
+pub use accept::accept_multi;
+pub(crate) use accept::adopt_fd;
+pub use close::close;
+pub use connect::connect;
+pub use nop::nop;
+pub use read::read;
+pub(crate) use recv::received;
+pub use recv::recv;
+pub use recv_multi::recv_multi;
+pub use recvmsg::{recvmsg, DatagramData, MsgStore};
+pub use recvmsg_multi::{parse_datagram, recvmsg_multi, MsgTemplate};
+pub use send::send;
+pub use send_zc::{sendmsg_zc, ZcSendData, NOTIF_USAGE_ZC_COPIED};
+pub use sendmsg::sendmsg;
+pub use shutdown::shutdown;
+pub use timeout::timeout;
+pub use write_fixed::{write_fixed, FixedBuf};
+pub use writev::{writev, WritevData};
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use io_uring::{opcode, types};
+use socket2::SockAddr;
 
 use std::any::Any;
 use std::future::Future;
@@ -152,4 +200,101 @@ impl<T: 'static> Drop for OpStream<T> {
             orphan_or_leak(key, Box::new(self.data.take()));
         }
     }
+}
+
+/// A descriptor shared by a socket and its in-flight operations: it is closed only when the last
+/// of them is gone, so its number cannot be reused under an operation the kernel still holds.
+pub type SharedFd = Rc<OwnedFd>;
+
+/// Memory the kernel reads from in a send.
+///
+/// # Safety
+/// The kernel reads `bytes_len()` bytes at `stable_ptr()` after the value has been moved into the
+/// operation, and until the operation's final completion. An implementation must therefore
+/// guarantee that:
+/// - `stable_ptr()` points to `bytes_len()` initialised bytes in memory that the value owns or
+///   borrows for `'static` — a heap allocation or static memory, never the value itself (a pointer
+///   into an inline array would dangle once the value moves into the operation);
+/// - moving the value does not move or free that memory, and neither does anything else while
+///   the value is alive (no interior mutability that reallocates it);
+/// - both methods return the same answer every time they are called on the same value.
+///
+/// Implementing it for a type that keeps its bytes inline is exactly the mistake this contract
+/// exists to prevent, which is why the trait is `unsafe`:
+///
+/// ```compile_fail
+/// struct Inline([u8; 16]);
+/// // error[E0200]: the trait `IoBuf` requires an `unsafe impl` declaration
+/// impl ringnode::ring::ops::IoBuf for Inline {
+///     fn stable_ptr(&self) -> *const u8 { self.0.as_ptr() }
+///     fn bytes_len(&self) -> usize { 16 }
+/// }
+/// ```
+pub unsafe trait IoBuf: 'static {
+    /// Start of the bytes.
+    fn stable_ptr(&self) -> *const u8;
+    /// Number of bytes.
+    fn bytes_len(&self) -> usize;
+}
+
+// SAFETY: a Vec's bytes live in its heap allocation, which moving the Vec does not move.
+unsafe impl IoBuf for Vec<u8> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_len(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: a Bytes points into shared (heap or static) memory that it keeps alive and that no
+// one mutates while it exists.
+unsafe impl IoBuf for Bytes {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_len(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: the slice lives in the Rc's heap allocation, kept alive by this reference.
+unsafe impl IoBuf for Rc<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_len(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: static memory never moves or goes away.
+unsafe impl IoBuf for &'static [u8] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_len(&self) -> usize {
+        self.len()
+    }
+}
+
+fn fd_of(fd: &SharedFd) -> types::Fd {
+    types::Fd(fd.as_raw_fd())
+}
+
+/// The iovecs of `bufs` without their first `skip` bytes, at most `UIO_MAXIOV` of them.
+fn iovecs(bufs: &[Bytes], mut skip: usize) -> Vec<libc::iovec> {
+    let mut iov = Vec::with_capacity(bufs.len().min(libc::UIO_MAXIOV as usize));
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        iov.push(libc::iovec { iov_base: b[skip..].as_ptr() as *mut _, iov_len: b.len() - skip });
+        skip = 0;
+        if iov.len() == libc::UIO_MAXIOV as usize {
+            break;
+        }
+    }
+    iov
 }
