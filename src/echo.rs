@@ -116,6 +116,72 @@ impl EchoStats {
     }
 }
 
+impl EchoStats {
+    /// The counters as lines a person reads (printed when the server stops).
+    pub fn text(&self) -> String {
+        let s = self;
+        let mut out = format!(
+            "ringnode echo: stopped: {} connections, {} messages / {} bytes in, {} messages / {} bytes out, {} errors",
+            s.connections, s.messages_in, s.bytes_in, s.messages_out, s.bytes_out, s.errors
+        );
+        let mut all = crate::buf::PoolStats::default();
+        s.pools.iter().for_each(|p| all += *p);
+        out += &format!(
+            "\nringnode echo: receive pools: {} buffers leased, {} recycled, {} times empty (ENOBUFS, re-armed; {} receives into heap buffers \
+             at a pool's ceiling); {} receives stopped for a reader that fell behind",
+            all.leases, all.recycled, all.enobufs, all.heap_fallbacks, s.receives_capped
+        );
+        for g in crate::buf::Group::ALL {
+            let p = &s.pools[g as usize];
+            if p.buffers > 0 {
+                out += &format!(
+                    "; {} ({} B buffers): {} leased, {} buffers (grown {} times)",
+                    format!("{g:?}").to_lowercase(),
+                    g.default_config().buf_size,
+                    p.leases,
+                    p.buffers,
+                    p.grown
+                );
+            }
+        }
+        if s.decode.frames > 0 {
+            let d = &s.decode;
+            let pct = 100.0 * d.copied_bytes as f64 / d.payload_bytes.max(1) as f64;
+            out += &format!(
+                "\nringnode echo: frames: {} decoded, {} payload bytes, {} copied in user space ({pct:.3}%, {} frames spanned receive buffers); \
+                 {} bytes compacted out of receive buffers to bound what a connection holds",
+                d.frames, d.payload_bytes, d.copied_bytes, d.spanning_frames, d.compacted_bytes
+            );
+            let t = &s.send;
+            out += &format!(
+                "\nringnode echo: sends: {} vectored, {} zero-copy ({} bytes; kernel copied {} of them, {} went without a copy; \
+                 {} connections stopped asking after repeated copies); {} bytes of small frames coalesced (copied); \
+                 {} bytes copied rather than hold receive buffers for a slow reader",
+                t.writevs, t.zc_sends, t.zc_bytes, t.zc_copied, t.zc_zero_copy, t.zc_given_up, t.coalesced_bytes, t.unpinned_bytes
+            );
+        }
+        if s.truncated > 0 {
+            out += &format!("\nringnode echo: connections whose peer ended the stream inside a frame: {}", s.truncated);
+        }
+        if s.expired.iter().any(|&n| n > 0) {
+            out += &format!(
+                "\nringnode echo: connections closed at a limit: handshake_timeout {}, idle_timeout {}, send_timeout {}",
+                s.expired[0], s.expired[1], s.expired[2]
+            );
+        }
+        if s.frame_errors.iter().any(|&n| n > 0) {
+            let parts: Vec<String> = crate::session::INPUT_ERROR_NAMES
+                .iter()
+                .zip(s.frame_errors)
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            out += &format!("\nringnode echo: connections closed for bad frames: {}", parts.join(", "));
+        }
+        out
+    }
+}
+
 /// The echo service's state on one core (a core-local value, see `runtime::Core::local`).
 #[derive(Default)]
 struct CoreState {

@@ -17,6 +17,7 @@ pub mod buf;
 pub mod cli;
 pub mod echo;
 pub mod frame;
+pub mod info;
 pub mod load;
 pub mod net;
 pub mod report;

@@ -181,7 +181,7 @@ fn echo(
     }
     let _ = std::io::stdout().flush();
     let stats = server.join()?;
-    outln!("{}", report::echo_text(&stats));
+    outln!("{}", stats.text());
     Ok(())
 }
 
@@ -318,83 +318,37 @@ fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
     check_fd_budget(cfg.connections, 0)?;
     require_io_uring()?;
     cfg.runtime.handle_signals = true;
-    let mut log_file = match &cfg.hdr_log {
-        Some(p) => Some(
-            std::fs::File::create(p)
-                .map_err(|e| Failure::usage(format!("--hdr-log {}: cannot create the file: {e}", p.display())))?,
-        ),
-        None => None,
-    };
-    let mut serializer = report::V2DeflateSerializer::new();
-    let mut log = match log_file.as_mut() {
-        Some(f) => Some(
-            report::IntervalLogWriterBuilder::new()
-                .add_comment("ringnode load: latency in nanoseconds, corrected for coordinated omission")
-                .with_start_time(std::time::SystemTime::now())
-                .with_base_time(std::time::SystemTime::now())
-                .with_max_value_divisor(1e6)
-                .begin_log_with(f, &mut serializer)
-                .map_err(|e| Failure::runtime(format!("--hdr-log: cannot write: {e}")))?,
-        ),
-        None => None,
-    };
     let progress = cfg.progress;
-    let mut log_error = None;
-    let result = load::run(cfg.clone(), &mut |at, length, iv| {
-        if progress {
-            let line = report::progress_line(at, length, iv);
-            if json_log {
-                // With --log-format json everything on stderr is JSON, the progress included.
-                tracing::info!(target: "ringnode::progress", "{line}");
-            } else {
-                eprintln!("{line}");
+    let run = |log: &mut dyn FnMut(&report::HdrHistogram<u64>, Duration, Duration)| {
+        load::run(cfg.clone(), &mut |at, length, iv| {
+            if progress {
+                let line = load::summary::progress_line(at, length, iv);
+                if json_log {
+                    // With --log-format json everything on stderr is JSON, the progress included.
+                    tracing::info!(target: "ringnode::progress", "{line}");
+                } else {
+                    eprintln!("{line}");
+                }
             }
-        }
-        if let Some(w) = log.as_mut() {
-            if let Err(e) = w.write_histogram(&iv.latency, at.saturating_sub(length), length, None) {
-                log_error.get_or_insert(format!("{e:?}"));
-            }
-        }
+            log(&iv.latency, at.saturating_sub(length), length);
+        })
+    };
+    let comment = "ringnode load: latency in nanoseconds, corrected for coordinated omission";
+    let (result, log_error) = report::with_interval_log(cfg.hdr_log.as_deref(), comment, run).map_err(|e| {
+        let p = cfg.hdr_log.as_deref().unwrap_or(std::path::Path::new("")).display();
+        Failure::usage(format!("--hdr-log {p}: cannot create the file: {e}"))
     })?;
-    drop(log);
+    let result = result?;
     if let Some(e) = log_error {
         tracing::error!("--hdr-log: writing failed: {e}");
     }
     if a.json {
-        outln!("{}", report::load_json(&cfg, &result));
+        outln!("{}", load::summary::load_json(&cfg, &result));
     } else {
-        out!("{}", report::load_text(&cfg, &result));
+        out!("{}", load::summary::load_text(&cfg, &result));
     }
-    let target = cfg.target;
-    let failed_fast = cfg.fail_fast && result.errors.total() > 0;
-    let nothing = match cfg.mode {
-        load::Mode::Connect if cfg.payload.is_some() => result.received == 0,
-        load::Mode::Connect => result.connected == 0,
-        load::Mode::Stream => result.sent == 0,
-        _ => result.received == 0,
-    };
-    if nothing || failed_fast {
-        let why = if result.connected == 0 {
-            if result.errors.refused > 0 {
-                "no connection could be established: connection refused (is the server running on that port?)"
-                    .to_string()
-            } else {
-                "no connection could be established".to_string()
-            }
-        } else if failed_fast {
-            format!("stopped at the first error (--fail-fast): {} errors", result.errors.total())
-        } else if result.errors.reset > 0 {
-            "no reply came back: the server reset the connections".to_string()
-        } else if result.errors.timeout > 0 {
-            format!(
-                "no reply came back: {} request(s) still unanswered {} s after the end",
-                result.errors.timeout,
-                load::DRAIN_TIMEOUT.as_secs()
-            )
-        } else {
-            "no reply came back".to_string()
-        };
-        return Err(Failure::runtime(format!("load against {target} failed: {why}")));
+    if let Some(why) = load::summary::verdict(&cfg, &result) {
+        return Err(Failure::runtime(format!("load against {} failed: {why}", cfg.target)));
     }
     Ok(())
 }
@@ -462,9 +416,9 @@ fn info(json: bool) -> Result<(), Failure> {
         std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().and_then(|s| s.trim().parse().ok());
     let probe = require_io_uring().map_err(|f| f.message);
     if json {
-        outln!("{}", report::info_json(&kernel, disabled, &probe));
+        outln!("{}", crate::info::info_json(&kernel, disabled, &probe));
     } else {
-        out!("{}", report::info_text(&kernel, disabled, &probe));
+        out!("{}", crate::info::info_text(&kernel, disabled, &probe));
     }
     match probe {
         Ok(_) => Ok(()),
@@ -523,8 +477,8 @@ fn demo(
     server.handle().shutdown();
     let stats = server.join()?;
     let result = result?;
-    out!("{}", report::load_text(&cfg, &result));
-    outln!("{}", report::echo_text(&stats));
+    out!("{}", load::summary::load_text(&cfg, &result));
+    outln!("{}", stats.text());
     if result.received == 0 || result.errors.mismatch > 0 {
         return Err(Failure::runtime("demo failed: the echo server did not answer correctly"));
     }

@@ -14,6 +14,7 @@
 mod conn;
 mod reply;
 mod request;
+pub mod summary;
 
 pub use reply::{Reply, ReplyError, ReplyParser};
 pub use request::http_request;
@@ -33,7 +34,7 @@ use hdrhistogram::Histogram;
 use crate::runtime::{self, RuntimeConfig, RuntimeError};
 
 /// Highest latency the histograms track (one minute, in nanoseconds).
-pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
+pub use crate::report::MAX_LATENCY_NS;
 /// How long the end of a run waits for replies still in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one connection attempt may take before it counts as a failed (timed-out) connect.

@@ -7,11 +7,10 @@ use std::path::Path;
 
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-pub use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-pub use hdrhistogram::serialization::V2DeflateSerializer;
 
 /// One interval log, read back.
 #[derive(Debug, Clone)]
@@ -39,7 +38,7 @@ pub struct LogSummary {
 pub fn read_interval_log(path: &Path) -> io::Result<IntervalLog> {
     let bytes = std::fs::read(path)?;
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {what}", path.display()));
-    let mut total = Histogram::<u64>::new_with_bounds(1, crate::load::MAX_LATENCY_NS, 3).expect("valid bounds");
+    let mut total = Histogram::<u64>::new_with_bounds(1, super::MAX_LATENCY_NS, 3).expect("valid bounds");
     let mut intervals = 0;
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(&bytes) {
@@ -70,4 +69,35 @@ impl LogSummary {
             max: h.max(),
         }
     }
+}
+
+/// Runs `f` with a writer of an HdrHistogram interval log at `path` (`None`: a writer that writes
+/// nothing): each call writes one interval — a histogram in nanoseconds, its start after the run
+/// began, and its length. Returns what `f` returned and the first write error, if any (the run goes
+/// on without the log rather than stop for it). `Err` if the file cannot be created.
+pub fn with_interval_log<R>(
+    path: Option<&Path>,
+    comment: &str,
+    f: impl FnOnce(&mut dyn FnMut(&Histogram<u64>, std::time::Duration, std::time::Duration)) -> R,
+) -> io::Result<(R, Option<String>)> {
+    let Some(path) = path else {
+        return Ok((f(&mut |_, _, _| {}), None));
+    };
+    let mut file = std::fs::File::create(path)?;
+    let mut serializer = V2DeflateSerializer::new();
+    let now = std::time::SystemTime::now();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(comment)
+        .with_start_time(now)
+        .with_base_time(now)
+        .with_max_value_divisor(1e6)
+        .begin_log_with(&mut file, &mut serializer)
+        .map_err(|e| io::Error::other(format!("{e:?}")))?;
+    let mut error = None;
+    let r = f(&mut |h, start, length| {
+        if let Err(e) = log.write_histogram(h, start, length, None) {
+            error.get_or_insert(format!("{e:?}"));
+        }
+    });
+    Ok((r, error))
 }

@@ -1,21 +1,11 @@
-//! The load generator's reports: the progress line, the final table, `--json`, and the tool's own
-//! verdict on whether it, rather than the server, was the limit.
+//! What the load generator says about a run: the progress line, the final table, `--json`, its
+//! own verdict on whether it, rather than the server, was the limit, and why nothing came back
+//! when nothing did. Built from `report`'s neutral pieces (percentiles of a histogram, units).
 
 use serde_json::json;
 
-use crate::load::{Interval, LoadConfig, LoadResult, Mode};
-
-/// Latency percentiles reported everywhere, in this order.
-pub const PERCENTILES: &[(f64, &str)] =
-    &[(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99.9"), (99.99, "p99.99")];
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
+use super::{Interval, LoadConfig, LoadResult, Mode};
+use crate::report::{ms, percentiles_json, us, PERCENTILES};
 
 /// One line a second while the run goes: connections up, rate, throughput, p50/p99, errors.
 pub fn progress_line(at: std::time::Duration, length: std::time::Duration, iv: &Interval) -> String {
@@ -166,17 +156,6 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     out
 }
 
-fn percentiles_json(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for &(q, name) in PERCENTILES {
-        m.insert(format!("{name}_us"), json!(us(h.value_at_percentile(q))));
-    }
-    m.insert("max_us".into(), json!(us(h.max())));
-    m.insert("mean_us".into(), json!(h.mean() / 1000.0));
-    m.insert("samples".into(), json!(h.len()));
-    serde_json::Value::Object(m)
-}
-
 /// The load result as one JSON object.
 pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
@@ -218,5 +197,39 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "client_cpu_s": r.core_cpu,
         "client_wall_s": r.core_wall,
         "limits": limits(cfg, r),
+    })
+}
+
+/// Why a run that got nothing back failed, in one phrase; `None` when it did get something back
+/// (and, with `--fail-fast`, no error stopped it).
+pub fn verdict(cfg: &LoadConfig, result: &LoadResult) -> Option<String> {
+    let failed_fast = cfg.fail_fast && result.errors.total() > 0;
+    let nothing = match cfg.mode {
+        Mode::Connect if cfg.payload.is_some() => result.received == 0,
+        Mode::Connect => result.connected == 0,
+        Mode::Stream => result.sent == 0,
+        _ => result.received == 0,
+    };
+    if !nothing && !failed_fast {
+        return None;
+    }
+    Some(if result.connected == 0 {
+        if result.errors.refused > 0 {
+            "no connection could be established: connection refused (is the server running on that port?)".to_string()
+        } else {
+            "no connection could be established".to_string()
+        }
+    } else if failed_fast {
+        format!("stopped at the first error (--fail-fast): {} errors", result.errors.total())
+    } else if result.errors.reset > 0 {
+        "no reply came back: the server reset the connections".to_string()
+    } else if result.errors.timeout > 0 {
+        format!(
+            "no reply came back: {} request(s) still unanswered {} s after the end",
+            result.errors.timeout,
+            super::DRAIN_TIMEOUT.as_secs()
+        )
+    } else {
+        "no reply came back".to_string()
     })
 }
