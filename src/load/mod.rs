@@ -12,8 +12,13 @@
 //! uncorrected latency (from the actual send) is kept beside it.
 
 mod conn;
+mod connect;
+mod recorder;
 mod reply;
 mod request;
+mod request_response;
+mod schedule;
+mod stream;
 pub mod summary;
 
 pub use reply::{Reply, ReplyError, ReplyParser};
@@ -453,49 +458,6 @@ impl CoreRun {
         }
     }
 
-    /// Records one reply that came back complete: `intended` and `actual` are when its request was
-    /// meant to go and went.
-    pub fn reply(&self, intended: Instant, actual: Instant, status: Option<u16>) {
-        let now = Instant::now();
-        let mut r = self.result.borrow_mut();
-        r.received += 1;
-        if let Some(code) = status {
-            *r.status.entry(code).or_default() += 1;
-        }
-        if intended >= self.measure_start.get() && intended < self.deadline.get() {
-            let corrected = ns(now - intended);
-            r.measured += 1;
-            let _ = r.latency.record(corrected);
-            let _ = r.uncorrected.record(ns(now.saturating_duration_since(actual)));
-            let mut iv = self.interval.borrow_mut();
-            iv.replies += 1;
-            let _ = iv.latency.record(corrected);
-        }
-    }
-
-    /// Records bytes that came in.
-    pub fn received_bytes(&self, n: usize) {
-        let now = Instant::now();
-        let mut r = self.result.borrow_mut();
-        r.bytes_received += n as u64;
-        if now >= self.measure_start.get() && now < self.deadline.get() {
-            r.measured_bytes_received += n as u64;
-        }
-        self.interval.borrow_mut().bytes += n as u64;
-    }
-
-    /// Records a request that went out.
-    pub fn sent(&self, at: Instant, bytes: usize) {
-        let mut r = self.result.borrow_mut();
-        r.sent += 1;
-        r.bytes_sent += bytes as u64;
-        if at >= self.measure_start.get() && at < self.deadline.get() {
-            r.measured_bytes_sent += bytes as u64;
-            r.measured_sent += 1;
-        }
-        self.interval.borrow_mut().bytes += bytes as u64;
-    }
-
     /// Counts an error; with `--fail-fast` the run stops.
     pub fn error(&self, f: impl FnOnce(&mut ErrorCounts)) {
         f(&mut self.result.borrow_mut().errors);
@@ -584,7 +546,7 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
     run.measure_start.set(start + cfg.warmup);
     run.deadline.set(start + cfg.warmup + window);
     let tasks: Vec<_> = if cfg.mode == Mode::Connect {
-        ids.iter().map(|&id| runtime::spawn(conn::connect_loop(run.clone(), id))).collect()
+        ids.iter().map(|&id| runtime::spawn(connect::connect_loop(run.clone(), id))).collect()
     } else {
         streams.into_iter().map(|(id, s)| runtime::spawn(conn::drive(run.clone(), id, s))).collect()
     };

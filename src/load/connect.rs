@@ -1,0 +1,91 @@
+//! Connect mode: connections per second — open, optionally one exchange, close — each slot on its
+//! own schedule.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::conn::{count, failure_of, note_connect_error, Failure};
+use super::request::RequestSource;
+use super::schedule::Schedule;
+use super::{CoreRun, DRAIN_TIMEOUT};
+use crate::net::{SendQueue, TcpStream};
+use crate::runtime::{self};
+
+/// `connect` mode: open, optionally one exchange, close; again until the end. With a rate, each
+/// slot opens connections on its own fixed schedule.
+pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
+    let cfg = &run.cfg;
+    let exchange = cfg.payload.is_some();
+    let mut schedule = Schedule::per_slot(cfg, Some(id));
+    let mut i: usize = 0;
+    loop {
+        let Some(intended) = schedule.next(run.start.get(), run.deadline.get()).await else {
+            break;
+        };
+        i += 1;
+        if !run.may_send() {
+            break;
+        }
+        let source = (!cfg.sources.is_empty()).then(|| cfg.sources[(id + i - 1) % cfg.sources.len()]);
+        let t0 = Instant::now();
+        let stream = match runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                note_connect_error(&run, &e);
+                continue;
+            }
+            Err(_) => {
+                run.error(|c| {
+                    c.connect += 1;
+                    c.timeout += 1;
+                });
+                continue;
+            }
+        };
+        run.connected(intended, t0, Instant::now());
+        if exchange {
+            exchange_one(&run, id, &stream).await;
+        }
+        let _ = stream.close().await;
+    }
+}
+
+/// Sends one request and waits for its reply (connect mode with a payload).
+async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
+    let mut source = RequestSource::new(&run.cfg, id);
+    let mut parser = RequestSource::parser(&run.cfg);
+    let req = source.next();
+    parser.sent(&req.expect);
+    let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
+    let _ = tx.push(&[], std::slice::from_ref(&req.wire));
+    run.result.borrow_mut().sent += 1;
+    run.result.borrow_mut().bytes_sent += req.wire.len() as u64;
+    let wait = async {
+        tx.flush().await.map_err(|_| Failure::Reset)?;
+        let mut rx = stream.recv_stream();
+        let mut replies = Vec::new();
+        loop {
+            match rx.next().await {
+                None => return Err(Failure::Closed),
+                Some(Err(_)) => return Err(Failure::Reset),
+                Some(Ok(c)) => {
+                    run.result.borrow_mut().bytes_received += c.len() as u64;
+                    parser.feed(&c, &mut replies).map_err(|e| failure_of(run, &e))?;
+                    if let Some(super::Reply::Ok(status)) = replies.pop() {
+                        let mut r = run.result.borrow_mut();
+                        r.received += 1;
+                        if let Some(code) = status {
+                            *r.status.entry(code).or_default() += 1;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    };
+    match runtime::timeout(DRAIN_TIMEOUT, wait).await {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => count(run, f),
+        Err(_) => run.error(|c| c.timeout += 1),
+    }
+}

@@ -1,0 +1,73 @@
+//! The one recorder of a core's run: every count and histogram a reply, a send, a connection or
+//! a late tick goes into, with the measured window applied in one place.
+
+use std::time::Instant;
+
+use super::{ns, CoreRun};
+
+impl CoreRun {
+    /// Records one reply that came back complete: `intended` and `actual` are when its request was
+    /// meant to go and went.
+    pub fn reply(&self, intended: Instant, actual: Instant, status: Option<u16>) {
+        let now = Instant::now();
+        let mut r = self.result.borrow_mut();
+        r.received += 1;
+        if let Some(code) = status {
+            *r.status.entry(code).or_default() += 1;
+        }
+        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+            let corrected = ns(now - intended);
+            r.measured += 1;
+            let _ = r.latency.record(corrected);
+            let _ = r.uncorrected.record(ns(now.saturating_duration_since(actual)));
+            let mut iv = self.interval.borrow_mut();
+            iv.replies += 1;
+            let _ = iv.latency.record(corrected);
+        }
+    }
+
+    /// Records bytes that came in.
+    pub fn received_bytes(&self, n: usize) {
+        let now = Instant::now();
+        let mut r = self.result.borrow_mut();
+        r.bytes_received += n as u64;
+        if now >= self.measure_start.get() && now < self.deadline.get() {
+            r.measured_bytes_received += n as u64;
+        }
+        self.interval.borrow_mut().bytes += n as u64;
+    }
+
+    /// Records a request that went out.
+    pub fn sent(&self, at: Instant, bytes: usize) {
+        let mut r = self.result.borrow_mut();
+        r.sent += 1;
+        r.bytes_sent += bytes as u64;
+        if at >= self.measure_start.get() && at < self.deadline.get() {
+            r.measured_bytes_sent += bytes as u64;
+            r.measured_sent += 1;
+        }
+        self.interval.borrow_mut().bytes += bytes as u64;
+    }
+
+    /// Records a connection opened (connect mode): due at `intended`, attempted at `attempted`,
+    /// up at `now`. Its latency counts like a reply's.
+    pub fn connected(&self, intended: Instant, attempted: Instant, now: Instant) {
+        let mut r = self.result.borrow_mut();
+        r.connected += 1;
+        if intended >= self.measure_start.get() {
+            let corrected = ns(now - intended);
+            let _ = r.connect_latency.record(corrected);
+            let _ = r.uncorrected.record(ns(now - attempted));
+            r.measured += 1;
+            let _ = r.latency.record(corrected);
+            let mut iv = self.interval.borrow_mut();
+            iv.replies += 1;
+            let _ = iv.latency.record(corrected);
+        }
+    }
+
+    /// Records how late a request due at `intended` went out at `now` (open loop).
+    pub fn lag(&self, intended: Instant, now: Instant) {
+        let _ = self.result.borrow_mut().schedule_lag.record(ns(now.saturating_duration_since(intended)));
+    }
+}

@@ -1,0 +1,83 @@
+//! When requests (or connections) are due: one schedule for every mode. Open loop: a fixed
+//! period from the start of traffic, each tick at `start + offset + i × period` whether or not the
+//! last one was served (so a stall shows as latency, not as fewer requests), until the end of the
+//! run. Closed loop: now, every time (the caller waits for its replies instead).
+
+use std::time::{Duration, Instant};
+
+use super::LoadConfig;
+use crate::runtime;
+
+/// One connection's (or one slot's) schedule.
+#[derive(Debug, Clone)]
+pub(super) struct Schedule {
+    period: Option<Duration>,
+    offset: Duration,
+    tick: u64,
+}
+
+impl Schedule {
+    /// Requests on connection `id`: the total rate split evenly over the connections, the
+    /// connections staggered over one period so that the total is smooth.
+    pub(super) fn per_connection(cfg: &LoadConfig, id: usize) -> Schedule {
+        match cfg.total_rate() {
+            None => Schedule { period: None, offset: Duration::ZERO, tick: 0 },
+            Some(total) => {
+                let period = Duration::from_secs_f64(cfg.connections as f64 / total);
+                let offset = Duration::from_secs_f64((id as f64 / total) % period.as_secs_f64());
+                Schedule { period: Some(period), offset, tick: 0 }
+            }
+        }
+    }
+
+    /// One slot of `cfg.connections` sharing the total rate (stream and connect modes); `stagger`
+    /// offsets slot `id` by `id / total`.
+    pub(super) fn per_slot(cfg: &LoadConfig, stagger: Option<usize>) -> Schedule {
+        match cfg.total_rate() {
+            None => Schedule { period: None, offset: Duration::ZERO, tick: 0 },
+            Some(total) => Schedule {
+                period: Some(Duration::from_secs_f64(cfg.connections as f64 / total)),
+                offset: stagger.map_or(Duration::ZERO, |id| Duration::from_secs_f64(id as f64 / total)),
+                tick: 0,
+            },
+        }
+    }
+
+    /// Whether it is an open loop (a rate).
+    pub(super) fn is_open(&self) -> bool {
+        self.period.is_some()
+    }
+
+    /// The `i`-th tick after `start` (no overflow however long the run).
+    fn at(&self, start: Instant, period: Duration, i: u64) -> Instant {
+        start + self.offset + Duration::from_secs_f64(period.as_secs_f64() * i as f64)
+    }
+
+    /// Waits for the next tick and returns when it was due (`None` once ticks reach `deadline`);
+    /// in a closed loop, the time now.
+    pub(super) async fn next(&mut self, start: Instant, deadline: Instant) -> Option<Instant> {
+        let Some(period) = self.period else { return Some(Instant::now()) };
+        let due = self.at(start, period, self.tick);
+        if due >= deadline {
+            return None;
+        }
+        self.tick += 1;
+        runtime::sleep_until(due).await;
+        Some(due)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_fixed_from_the_start_and_stop_at_the_deadline() {
+        let s = Schedule { period: Some(Duration::from_millis(10)), offset: Duration::from_millis(3), tick: 0 };
+        let t0 = Instant::now();
+        assert_eq!(s.at(t0, Duration::from_millis(10), 0), t0 + Duration::from_millis(3));
+        assert_eq!(s.at(t0, Duration::from_millis(10), 1_000_000), t0 + Duration::from_millis(10_000_003));
+        let closed = Schedule { period: None, offset: Duration::ZERO, tick: 0 };
+        assert!(!closed.is_open());
+    }
+}
