@@ -101,5 +101,49 @@ fn bench_send_fixed(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_nop, bench_send_fixed);
+/// A value handed to another core and one handed back, through the typed mailboxes: the round trip
+/// of a hand-off (what moving a connection to its owner core costs, besides ending and re-arming
+/// its receive). Two unpinned cores.
+fn bench_mailbox(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mailbox");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("round_trip_between_two_cores", |b| {
+        b.iter_custom(|iters| {
+            let boxes: runtime::Mailboxes<u64> = runtime::Mailboxes::new(2, 64);
+            let cfg = RuntimeConfig { cpus: vec![None, None], handle_signals: false, name: "bench".into() };
+            let out = runtime::run(cfg, move |core| {
+                let boxes = boxes.clone();
+                async move {
+                    let me = core.index;
+                    let mut rx = boxes.receiver(me);
+                    let mut batch = Vec::new();
+                    let t = Instant::now();
+                    if me == 0 {
+                        for i in 0..iters {
+                            let _ = boxes.send(1, i);
+                            batch.clear();
+                            rx.recv_batch(&mut batch, 1).await;
+                        }
+                        let _ = boxes.send(1, u64::MAX);
+                    } else {
+                        loop {
+                            batch.clear();
+                            rx.recv_batch(&mut batch, 1).await;
+                            if batch[0] == u64::MAX {
+                                break;
+                            }
+                            let _ = boxes.send(0, batch[0]);
+                        }
+                    }
+                    t.elapsed()
+                }
+            })
+            .expect("io_uring available");
+            out[0]
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_nop, bench_send_fixed, bench_mailbox);
 criterion_main!(benches);

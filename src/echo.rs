@@ -15,7 +15,7 @@ use crate::frame::{header, FrameDecoder, Kind};
 use crate::net::{Limits, SendQueue, TcpStream, UdpSocket};
 use crate::runtime::{self, Core, CoreInfo, RuntimeConfig};
 use crate::server::{Connection, Entry, Server, ServerConfig, ServerStats, Service};
-use crate::session::{Event, Session, SessionConfig};
+use crate::session::{Event, Session, SessionConfig, State as SessionState};
 
 pub use crate::server::ServeError;
 
@@ -359,7 +359,7 @@ fn merge_server_stats(echo: &mut EchoStats, server: &ServerStats) {
 async fn echo_tcp(conn: Connection) {
     let st = state();
     let entry = conn.entry().clone();
-    let stream = &conn.stream;
+    let stream = conn.stream();
     // What arrived on another core before the connection moved here goes back first.
     for chunk in conn.buffered.clone() {
         if entry.sending(stream.send_all(chunk)).await.0.is_err() {
@@ -402,7 +402,7 @@ async fn echo_tcp(conn: Connection) {
 async fn echo_framed(conn: Connection, opts: FramedOpts) {
     let st = state();
     let entry = conn.entry().clone();
-    let stream = &conn.stream;
+    let stream = conn.stream();
     let mut rx = stream.recv_stream();
     let mut dec = FrameDecoder::new(opts.max_payload);
     dec.set_hold_limit(opts.receive_bound());
@@ -447,6 +447,17 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
         let mut parts = st.parts.take();
         loop {
             parts.clear();
+            if session.state() == SessionState::AwaitingHello {
+                // Before the handshake a frame is judged by its header: a peer that has not said
+                // HELLO cannot make this connection hold a large frame.
+                if let Some(Ok((kind, _, len))) = dec.peek() {
+                    if let Err(e) = session.check_header(kind, len) {
+                        st.bump(|s| s.frame_errors[usize::from(e.code()) - 1] += 1);
+                        Box::pin(close_out(&mut session, &entry, &mut tx, stream)).await;
+                        break 'conn;
+                    }
+                }
+            }
             let Some(r) = dec.next_frame_parts(&mut parts) else { break };
             let event = match r {
                 Ok((kind, _, _)) => {
@@ -483,7 +494,9 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                     }
                 }
                 Ok(Event::PeerClosed { .. }) => {
-                    // Send what was queued before the peer's CLOSE, then end.
+                    // Send what was queued before the peer's CLOSE, then end. The scratch list
+                    // goes back empty: a slice left in it would hold its receive buffer.
+                    parts.clear();
                     st.parts.set(parts);
                     let _ = entry.flush(&mut tx).await;
                     break 'conn;
@@ -491,6 +504,7 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                 Ok(Event::Pong | Event::Expired(_) | Event::Ignored) => {}
                 Err(code) => {
                     st.bump(|s| s.frame_errors[usize::from(code) - 1] += 1);
+                    parts.clear();
                     st.parts.set(std::mem::take(&mut parts));
                     // Boxed: the cold path's state stays out of every connection's future.
                     Box::pin(close_out(&mut session, &entry, &mut tx, stream)).await;

@@ -50,6 +50,9 @@ impl SessionError {
     }
 }
 
+/// Largest HELLO payload accepted: magic, version, flags and the extensions of the node's handshake.
+pub const MAX_HELLO: u32 = 4096;
+
 /// Why a connection was closed for bad input, by close code `1..=9` (index `code - 1`): the
 /// codec's errors and the session's, for per-reason counters.
 pub const INPUT_ERROR_NAMES: [&str; 9] = [
@@ -145,6 +148,9 @@ impl Session {
         match (self.state, kind) {
             (State::Closed, _) => Ok(Event::Ignored),
             (State::AwaitingHello, Kind::Hello) => match check_hello(payload) {
+                Ok(_) if payload.iter().map(|p| p.len()).sum::<usize>() > MAX_HELLO as usize => {
+                    Err(self.fail(SessionError::BadHello))
+                }
                 Ok(version) => {
                     self.state = State::Open;
                     Ok(Event::Open { version })
@@ -168,6 +174,20 @@ impl Session {
                 let reason = String::from_utf8_lossy(&p[2..]).into_owned();
                 Ok(Event::PeerClosed { code, reason })
             }
+        }
+    }
+
+    /// Judges a frame from its header alone, before its payload is buffered: before the handshake
+    /// only a HELLO of at most [`MAX_HELLO`] bytes may come (so a peer that has not said HELLO
+    /// cannot make the receiver hold a large frame); after it, no second HELLO. An `Err` closes
+    /// the session, as from [`Session::on_frame`].
+    pub fn check_header(&mut self, kind: Kind, len: u32) -> Result<(), SessionError> {
+        match (self.state, kind) {
+            (State::AwaitingHello, Kind::Hello) if len > MAX_HELLO => Err(self.fail(SessionError::BadHello)),
+            (State::AwaitingHello, Kind::Hello) => Ok(()),
+            (State::AwaitingHello, other) => Err(self.fail(SessionError::BeforeHello(other))),
+            (State::Open, Kind::Hello) => Err(self.fail(SessionError::DuplicateHello)),
+            _ => Ok(()),
         }
     }
 
@@ -319,6 +339,21 @@ mod tests {
         }
         let mut s = Session::new(SessionConfig::default(), now);
         assert!(matches!(s.on_frame(now, Kind::Hello, &split), Ok(Event::Open { .. })));
+    }
+
+    #[test]
+    fn headers_are_judged_before_their_payload() {
+        let now = t0();
+        let mut s = Session::new(SessionConfig::default(), now);
+        assert_eq!(s.check_header(Kind::Data, 1 << 20), Err(SessionError::BeforeHello(Kind::Data)));
+        assert_eq!(s.state(), State::Closed);
+        let mut s = Session::new(SessionConfig::default(), now);
+        assert_eq!(s.check_header(Kind::Hello, MAX_HELLO + 1), Err(SessionError::BadHello));
+        let mut s = Session::new(SessionConfig::default(), now);
+        assert_eq!(s.check_header(Kind::Hello, 8), Ok(()));
+        s.on_frame(now, Kind::Hello, &hello()).unwrap();
+        assert_eq!(s.check_header(Kind::Data, 1 << 20), Ok(()));
+        assert_eq!(s.check_header(Kind::Hello, 8), Err(SessionError::DuplicateHello));
     }
 
     #[test]

@@ -440,3 +440,27 @@ fn a_burst_of_new_connections_sending_hellos_needs_no_heap_buffers() {
     assert!(out.contains("small (512 B buffers): 3000 leased"), "{out}");
     assert!(!out.contains("stream (65536 B buffers)"), "a HELLO moved a connection to the stream group: {out}");
 }
+
+/// A peer that has not said HELLO cannot make the server hold a large frame: a DATA header
+/// announcing 1 MiB as the first bytes is answered with CLOSE `before_hello` from the header alone,
+/// before any payload is sent, and so is a HELLO announcing more than 4 KiB.
+#[test]
+fn the_first_frame_is_judged_from_its_header() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1", "--framed"]);
+    for (header, code) in [([2u8, 0, 0, 0, 0, 0x10, 0, 0], 5u16), ([1u8, 0, 0, 0, 0, 0, 0x10, 1], 7u16)] {
+        let mut s = connect(&server);
+        s.write_all(&header).unwrap();
+        let mut close = None;
+        while let Ok((kind, p)) = read_frame(&mut s) {
+            if kind == 3 {
+                close = Some(p);
+                break;
+            }
+        }
+        let p = close.expect("a CLOSE before any payload was sent");
+        assert_eq!(u16::from_be_bytes([p[0], p[1]]), code);
+    }
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(out.contains("before_hello 1") && out.contains("bad_hello 1"), "{out}");
+}

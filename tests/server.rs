@@ -68,6 +68,11 @@ fn connections_are_dealt_to_both_cores_and_the_admin_endpoint_answers_for_each()
         assert_eq!(c["service"]["messages_in"], 20, "{v}");
     }
     assert_eq!(get(admin, "GET /healthz HTTP/1.1\r\n\r\n"), (200, "ok\n".into()));
+    // Twenty idle clients cannot hold the endpoint: each gets at most 1 s for its request head.
+    let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(admin, "GET /healthz HTTP/1.1\r\n\r\n"), (200, "ok\n".into()));
+    drop(idle);
     assert_eq!(get(admin, "POST /stats HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0, 405);
     assert_eq!(get(admin, "GET /nope HTTP/1.1\r\n\r\n").0, 404);
     assert_eq!(get(admin, "\x01\x02 nonsense\r\n\r\n").0, 400);
@@ -110,11 +115,11 @@ impl Service for ByKey {
             let text = String::from_utf8_lossy(&all).to_string();
             let (_key, rest) = text.split_once('\n').unwrap_or(("", ""));
             let reply = format!("core {me}: {rest}\n");
-            let _ = conn.stream.send_all(reply.into_bytes()).await;
+            let _ = conn.stream().send_all(reply.into_bytes()).await;
             conn.finish(false).await;
             return;
         }
-        let mut rx = conn.stream.recv_stream();
+        let mut rx = conn.stream().recv_stream();
         let mut got: Vec<Bytes> = Vec::new();
         while !got.iter().any(|b| b.contains(&b'\n')) {
             match rx.next().await {

@@ -114,7 +114,7 @@ async fn send_wire(conn: &Connection, t: &mut Upgradable) -> bool {
     if out.is_empty() {
         return true;
     }
-    conn.stream.writev_all(out).await.0.is_ok()
+    conn.stream().writev_all(out).await.0.is_ok()
 }
 
 impl Service for UpgradeEcho {
@@ -126,7 +126,7 @@ impl Service for UpgradeEcho {
         let mut upgraded = false;
         t.send(&[Bytes::from_static(b"INFO plain\n")]).unwrap();
         let mut ok = send_wire(&conn, &mut t).await;
-        let mut rx = conn.stream.recv_stream();
+        let mut rx = conn.stream().recv_stream();
         while ok {
             let Some(Ok(chunk)) = rx.next().await else { break };
             let mut plain = Vec::new();

@@ -297,16 +297,32 @@ impl BufPool {
         self.epoch
     }
 
-    /// After a receive armed at `armed` (an [`BufPool::epoch`]) found the pool empty (`ENOBUFS`):
-    /// makes buffers available again and says whether it could. If buffers came back since the
-    /// receive was armed, its failure is stale (completions are read long after the kernel posted
-    /// them when many connections are ready at once) and re-arming is enough. Otherwise buffers
-    /// waiting to be recycled go back first; if there are none, every buffer is really leased out
-    /// and the pool doubles, up to its ceiling; `false` then means the caller must make progress
-    /// without the pool.
-    pub fn refill(&mut self, armed: u64) -> bool {
+    /// After a receive armed at `armed` (an [`BufPool::epoch`]) found the pool empty (`ENOBUFS`)
+    /// for the `repeats`-th time in a row (0: the first, since its last data): makes buffers
+    /// available again and says whether re-arming is worth it; `false` means the caller must
+    /// make progress without the pool (a heap buffer).
+    ///
+    /// - A first failure with buffers published since the receive was armed is stale —
+    ///   completions are read long after the kernel posted them when many connections are ready
+    ///   at once — and re-arming is enough.
+    /// - Buffers waiting to be recycled go back; that is enough for a first or second failure.
+    /// - A failure that repeats means buffers are really short: the pool doubles, up to its
+    ///   ceiling.
+    /// - At the ceiling, a receive that keeps failing gets a heap buffer rather than re-arming
+    ///   turn after turn while others take the buffers.
+    pub fn refill(&mut self, armed: u64, repeats: u32) -> bool {
         self.stats.enobufs += 1;
-        self.epoch > armed || self.recycle() > 0 || self.grow()
+        if repeats == 0 && self.epoch > armed {
+            return true;
+        }
+        let recycled = self.recycle() > 0;
+        if recycled && repeats < 2 {
+            return true;
+        }
+        if self.grow() {
+            return true;
+        }
+        recycled && repeats < 4
     }
 
     /// The group id this pool is registered under.

@@ -103,7 +103,7 @@ fn checked_cpu_list(list: &CpuList) -> Result<Vec<usize>, Failure> {
 /// so that several processes given `--cores 1` do not all stack on the first CPU.
 fn pick_cpus(a: &CpuArgs, name: &str, most: usize) -> Result<RuntimeConfig, Failure> {
     let allowed = crate::sys::allowed_cpus();
-    let (mut cpus, pin) = match (&a.cpus, a.cores) {
+    let (mut cpus, listed) = match (&a.cpus, a.cores) {
         (Some(list), _) => (checked_cpu_list(list)?, true),
         (None, Some(0)) => return Err(Failure::usage("--cores 0: at least one core is needed")),
         (None, Some(n)) if n > allowed.len() => {
@@ -113,10 +113,13 @@ fn pick_cpus(a: &CpuArgs, name: &str, most: usize) -> Result<RuntimeConfig, Fail
                 allowed
             )))
         }
-        (None, Some(n)) => (allowed[..n].to_vec(), n == allowed.len()),
-        (None, None) => (allowed, true),
+        (None, Some(n)) => (allowed[..n].to_vec(), false),
+        (None, None) => (allowed.clone(), false),
     };
+    // Fewer cores than connections are never needed (load); whether to pin is decided on what
+    // is left: listed CPUs, or every CPU the process may use.
     cpus.truncate(most.max(1));
+    let pin = listed || cpus.len() == allowed.len();
     Ok(RuntimeConfig::on_cpus(&cpus, pin && !a.no_pin, name))
 }
 

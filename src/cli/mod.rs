@@ -1,4 +1,6 @@
-//! The command-line tools: `clap` commands translated into library calls, and the exit codes.
+//! The command-line tools: `clap` flags translated into library calls, the exit codes, and the
+//! terminal (what the tools print is built by the library: `load::summary`, `EchoStats::text`,
+//! `info`).
 //!
 //! Exit codes: 0 success, 1 runtime failure (a port in use, a run that failed), 2 usage error (a bad
 //! flag, address or value), 3 io_uring unavailable.

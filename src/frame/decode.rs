@@ -187,6 +187,16 @@ impl FrameDecoder {
         h
     }
 
+    /// The next frame's header, validated, without consuming anything: `None` until its 8 bytes
+    /// have arrived. Lets a session judge a frame (a DATA before HELLO, an oversized HELLO) before
+    /// its payload is buffered.
+    pub fn peek(&self) -> Option<Result<(Kind, u8, u32), FrameError>> {
+        if let Some(e) = &self.failed {
+            return Some(Err(e.clone()));
+        }
+        (self.buffered >= HEADER_LEN).then(|| self.validate(&self.peek_header()))
+    }
+
     fn validate(&self, h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u32), FrameError> {
         let kind = Kind::from_u8(h[0]).ok_or(FrameError::UnknownKind(h[0]))?;
         if h[1] != 0 {

@@ -66,10 +66,7 @@ pub(super) async fn open(run: &CoreRun, id: usize) -> Option<TcpStream> {
     };
     match outcome {
         Ok(s) => {
-            let mut r = run.result.borrow_mut();
-            r.connected += 1;
-            let _ = r.connect_latency.record(super::ns(t0.elapsed()));
-            drop(r);
+            run.opened(t0, Instant::now());
             run.up.set(run.up.get() + 1);
             Some(s)
         }
@@ -88,12 +85,7 @@ pub(super) fn note_connect_error(run: &CoreRun, e: &NetError) {
             c.refused += 1;
         }
     });
-    let mut r = run.result.borrow_mut();
-    if r.first_failure.is_none() {
-        r.first_failure = Some(run.start.get().elapsed());
-        r.opened_before_failure = r.connected;
-    }
-    drop(r);
+    run.first_failure();
     if !run.said_connect_error.replace(true) {
         tracing::warn!("connect failed: {e}");
     }

@@ -58,8 +58,7 @@ async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
     parser.sent(&req.expect);
     let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
     let _ = tx.push(&[], std::slice::from_ref(&req.wire));
-    run.result.borrow_mut().sent += 1;
-    run.result.borrow_mut().bytes_sent += req.wire.len() as u64;
+    run.exchange_sent(req.wire.len());
     let wait = async {
         tx.flush().await.map_err(|_| Failure::Reset)?;
         let mut rx = stream.recv_stream();
@@ -69,14 +68,10 @@ async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
                 None => return Err(Failure::Closed),
                 Some(Err(_)) => return Err(Failure::Reset),
                 Some(Ok(c)) => {
-                    run.result.borrow_mut().bytes_received += c.len() as u64;
+                    run.exchange_received_bytes(c.len());
                     parser.feed(&c, &mut replies).map_err(|e| failure_of(run, &e))?;
                     if let Some(super::Reply::Ok(status)) = replies.pop() {
-                        let mut r = run.result.borrow_mut();
-                        r.received += 1;
-                        if let Some(code) = status {
-                            *r.status.entry(code).or_default() += 1;
-                        }
+                        run.exchange_reply(status);
                         return Ok(());
                     }
                 }

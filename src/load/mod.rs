@@ -1,6 +1,9 @@
-//! The load generator. Connections are spread over the cores; each runs one of the modes:
-//! request/response (`echo`, `framed`, `http`: closed loop by default, open loop with a rate),
-//! `stream` (one way, the server sinks) or `connect` (open, optionally one exchange, close).
+//! The load generator. Connections are spread over the cores; each runs one of the modes, each in
+//! its file: request/response (`echo`, `framed`, `http`: closed loop by default, open loop with a
+//! rate), `stream` (one way, the server sinks) or `connect` (open, optionally one exchange, close).
+//! One schedule (`schedule`) says when requests are due in every mode, one recorder (`recorder`)
+//! puts every reply, send and connection into the counts and histograms; `summary` is what the
+//! tool says about a run.
 //! Latency is recorded in per-core HdrHistograms, merged once at the end; every second each core
 //! hands its interval counts to the main thread, which prints a progress line and writes the
 //! interval log.

@@ -54,7 +54,7 @@ impl CoreRun {
     pub fn connected(&self, intended: Instant, attempted: Instant, now: Instant) {
         let mut r = self.result.borrow_mut();
         r.connected += 1;
-        if intended >= self.measure_start.get() {
+        if intended >= self.measure_start.get() && intended < self.deadline.get() {
             let corrected = ns(now - intended);
             let _ = r.connect_latency.record(corrected);
             let _ = r.uncorrected.record(ns(now - attempted));
@@ -63,6 +63,45 @@ impl CoreRun {
             let mut iv = self.interval.borrow_mut();
             iv.replies += 1;
             let _ = iv.latency.record(corrected);
+        }
+    }
+
+    /// Records a connection of a request/response or stream mode opened (attempted at
+    /// `attempted`, up at `now`), before traffic starts.
+    pub fn opened(&self, attempted: Instant, now: Instant) {
+        let mut r = self.result.borrow_mut();
+        r.connected += 1;
+        let _ = r.connect_latency.record(ns(now - attempted));
+    }
+
+    /// Notes when connecting first failed, and how many connections were open by then.
+    pub fn first_failure(&self) {
+        let mut r = self.result.borrow_mut();
+        if r.first_failure.is_none() {
+            r.first_failure = Some(self.start.get().elapsed());
+            r.opened_before_failure = r.connected;
+        }
+    }
+
+    /// Records the request of a connect-mode exchange (counted in the totals; connect mode's
+    /// measured rate and latency are its connections').
+    pub fn exchange_sent(&self, bytes: usize) {
+        let mut r = self.result.borrow_mut();
+        r.sent += 1;
+        r.bytes_sent += bytes as u64;
+    }
+
+    /// Records bytes of a connect-mode exchange's reply.
+    pub fn exchange_received_bytes(&self, n: usize) {
+        self.result.borrow_mut().bytes_received += n as u64;
+    }
+
+    /// Records a connect-mode exchange's reply.
+    pub fn exchange_reply(&self, status: Option<u16>) {
+        let mut r = self.result.borrow_mut();
+        r.received += 1;
+        if let Some(code) = status {
+            *r.status.entry(code).or_default() += 1;
         }
     }
 

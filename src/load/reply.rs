@@ -186,6 +186,9 @@ impl ReplyParser for FramedReplies {
                 Ok(_) => {}
                 Err(e) => return Err(ReplyError::Malformed(e.to_string())),
             }
+            // What the session would answer (a PONG) is not sent by the load client: drop it,
+            // so a server that PINGs cannot grow the client's memory.
+            while self.session.poll_transmit().is_some() {}
         }
         Ok(())
     }

@@ -61,15 +61,6 @@ impl std::ops::AddAssign for SendStats {
 #[derive(Default)]
 struct Counters(Cell<SendStats>);
 
-fn bump(f: impl FnOnce(&mut SendStats)) {
-    crate::runtime::Core::try_with(|c| {
-        let counters = c.local::<Counters>();
-        let mut v = counters.0.get();
-        f(&mut v);
-        counters.0.set(v);
-    });
-}
-
 /// This core's send counters (zero outside a core).
 pub fn send_stats() -> SendStats {
     crate::runtime::Core::try_with(|c| c.local::<Counters>().0.get()).unwrap_or_default()
@@ -104,6 +95,8 @@ pub struct OutQueue {
     pin_limit: usize,
     /// The pool buffer the last referenced part lies in (adjacent parts of one buffer count once).
     last_pinned: usize,
+    /// What this queue counted since [`OutQueue::take_stats`].
+    stats: SendStats,
 }
 
 /// Units up to this size are copied into the coalescing buffer by default.
@@ -134,7 +127,14 @@ impl OutQueue {
             pinned: 0,
             pin_limit: usize::MAX,
             last_pinned: 0,
+            stats: SendStats::default(),
         }
+    }
+
+    /// What the queue counted (coalesced and unpinned bytes, zero-copy given up) since the last
+    /// call.
+    pub fn take_stats(&mut self) -> SendStats {
+        std::mem::take(&mut self.stats)
     }
 
     /// Bounds the receive-pool memory the queued units may keep alive: a unit that would pass it
@@ -183,7 +183,7 @@ impl OutQueue {
             if self.pinned + cost > self.pin_limit {
                 self.last_pinned = last;
                 copy = true;
-                bump(|s| s.unpinned_bytes += payload as u64);
+                self.stats.unpinned_bytes += payload as u64;
             } else {
                 self.pinned += cost;
             }
@@ -193,7 +193,7 @@ impl OutQueue {
                 self.small.extend_from_slice(p);
             }
             if len <= self.coalesce_max {
-                bump(|s| s.coalesced_bytes += payload as u64);
+                self.stats.coalesced_bytes += payload as u64;
             }
             return Ok(());
         }
@@ -241,7 +241,7 @@ impl OutQueue {
         }
         if self.copied_streak >= ZC_GIVE_UP_AFTER && self.zc_threshold != usize::MAX {
             self.zc_threshold = usize::MAX;
-            bump(|s| s.zc_given_up += 1);
+            self.stats.zc_given_up += 1;
         }
     }
 }
@@ -269,6 +269,7 @@ impl Sender {
         &self,
         batch: Batch,
         mut progress: impl FnMut(usize),
+        stats: &mut SendStats,
     ) -> (io::Result<()>, Vec<Bytes>, Option<bool>) {
         let Batch { mut bufs, len, zero_copy } = batch;
         let mut copied = None;
@@ -277,11 +278,11 @@ impl Sender {
             let (r, b) = if zero_copy {
                 // Boxed: zero-copy sends are for large payloads, where one allocation is nothing,
                 // and keeping their state out of line keeps every connection's future small.
-                let (r, b, c) = Box::pin(send_zc(self.fd.clone(), bufs, off)).await;
+                let (r, b, c) = Box::pin(send_zc(self.fd.clone(), bufs, off, stats)).await;
                 copied = c.or(copied);
                 (r, b)
             } else {
-                send_v(self.fd.clone(), bufs, off).await
+                send_v(self.fd.clone(), bufs, off, stats).await
             };
             bufs = b;
             match r {
@@ -297,16 +298,20 @@ impl Sender {
     }
 }
 
-/// A connection's send path: its [`OutQueue`] and its [`Sender`].
+/// A connection's send path: its [`OutQueue`] and its [`Sender`], counting into the core's send
+/// counters once per flush.
 pub struct SendQueue {
     queue: OutQueue,
     sender: Sender,
+    /// This core's counters (found once, at creation; `None` outside a core).
+    counters: Option<std::rc::Rc<Counters>>,
 }
 
 impl SendQueue {
     /// A queue on `fd` holding at most `limit` bytes (see [`OutQueue::new`]).
     pub fn new(fd: SharedFd, limit: usize, zc_threshold: usize) -> SendQueue {
-        SendQueue { queue: OutQueue::new(limit, zc_threshold), sender: Sender::new(fd) }
+        let counters = crate::runtime::Core::try_with(|c| c.local::<Counters>());
+        SendQueue { queue: OutQueue::new(limit, zc_threshold), sender: Sender::new(fd), counters }
     }
 
     /// See [`OutQueue::set_pin_limit`].
@@ -336,17 +341,29 @@ impl SendQueue {
     pub async fn flush_observed(&mut self, progress: impl FnMut(usize)) -> io::Result<()> {
         let Some(batch) = self.queue.take_batch() else { return Ok(()) };
         let zero_copy = batch.zero_copy;
-        let (r, bufs, copied) = self.sender.send(batch, progress).await;
+        let mut stats = SendStats::default();
+        let (r, bufs, copied) = self.sender.send(batch, progress, &mut stats).await;
         if zero_copy {
             self.queue.note_zero_copy(copied);
         }
         self.queue.recycle(bufs);
+        stats += self.queue.take_stats();
+        if let Some(c) = &self.counters {
+            let mut all = c.0.get();
+            all += stats;
+            c.0.set(all);
+        }
         r
     }
 }
 
-async fn send_v(fd: SharedFd, mut bufs: Vec<Bytes>, off: usize) -> (io::Result<usize>, Vec<Bytes>) {
-    bump(|s| s.writevs += 1);
+async fn send_v(
+    fd: SharedFd,
+    mut bufs: Vec<Bytes>,
+    off: usize,
+    stats: &mut SendStats,
+) -> (io::Result<usize>, Vec<Bytes>) {
+    stats.writevs += 1;
     if bufs.len() == 1 {
         // One buffer: a plain SEND takes the socket's send path directly, without the
         // iov_iter set-up of a WRITEV.
@@ -360,7 +377,12 @@ async fn send_v(fd: SharedFd, mut bufs: Vec<Bytes>, off: usize) -> (io::Result<u
 }
 
 /// Returns what was sent, the buffers, and whether the kernel reported copying them.
-async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usize>, Vec<Bytes>, Option<bool>) {
+async fn send_zc(
+    fd: SharedFd,
+    bufs: Vec<Bytes>,
+    off: usize,
+    stats: &mut SendStats,
+) -> (io::Result<usize>, Vec<Bytes>, Option<bool>) {
     let mut op = ops::sendmsg_zc(fd, bufs, off);
     let mut sent = None;
     let mut was_copied = None;
@@ -372,15 +394,17 @@ async fn send_zc(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usiz
             // Counted with the send it belongs to: a send that failed (an aborted connection) is
             // in neither count.
             if matches!(sent, Some(Ok(_))) {
-                bump(|s| if copied { s.zc_copied += 1 } else { s.zc_zero_copy += 1 });
+                if copied {
+                    stats.zc_copied += 1;
+                } else {
+                    stats.zc_zero_copy += 1;
+                }
             }
         } else {
             let r = c.into_result().map(|n| n as usize);
             if let Ok(n) = r {
-                bump(|s| {
-                    s.zc_sends += 1;
-                    s.zc_bytes += n as u64;
-                });
+                stats.zc_sends += 1;
+                stats.zc_bytes += n as u64;
             }
             sent = Some(r);
         }

@@ -157,6 +157,7 @@ impl TcpStream {
             group: Group::Small,
             armed: Group::Small,
             armed_epoch: 0,
+            dry: 0,
         }
     }
 
@@ -210,6 +211,8 @@ pub struct RecvStream {
     armed: Group,
     /// The pool's epoch when that receive was armed (see `BufPool::refill`).
     armed_epoch: u64,
+    /// `ENOBUFS` in a row since the last data.
+    dry: u32,
 }
 
 impl RecvStream {
@@ -251,6 +254,7 @@ impl RecvStream {
             if let Some(op) = self.heap.as_mut() {
                 let (c, (_, mut buf)) = op.await;
                 self.heap = None;
+                self.dry = 0;
                 return match c.into_result() {
                     Ok(0) => None,
                     Ok(n) => {
@@ -291,8 +295,9 @@ impl RecvStream {
             }
             let group = self.armed;
             if c.result() == -libc::ENOBUFS {
-                let armed = self.armed_epoch;
-                let refilled = Core::with(|core| core.with_pool(group, |p| p.refill(armed))).unwrap_or(false);
+                let (armed, repeats) = (self.armed_epoch, self.dry);
+                self.dry += 1;
+                let refilled = Core::with(|core| core.with_pool(group, |p| p.refill(armed, repeats))).unwrap_or(false);
                 if !refilled {
                     // At the ceiling, every buffer leased out — perhaps to frames that cannot
                     // complete until more data arrives, which would need a buffer. Make progress
@@ -323,6 +328,7 @@ impl RecvStream {
                 })
             }) {
                 Ok((d, size)) => {
+                    self.dry = 0;
                     if group == Group::Small && c.result() as usize == size && self.group == Group::Small {
                         // A small buffer filled up: this connection moves bulk data. End this
                         // receive (what it already took still arrives, in order) and arm the

@@ -60,7 +60,7 @@ impl UdpSocket {
     /// Datagrams as they arrive, with a multishot `RECVMSG` into this core's datagram buffer group
     /// (no buffer is held while nothing arrives; each datagram is a slice of its pool buffer).
     pub fn recv_stream(&self) -> DatagramStream {
-        DatagramStream { fd: self.fd.clone(), op: None, armed_epoch: 0 }
+        DatagramStream { fd: self.fd.clone(), op: None, heap: None, armed_epoch: 0, dry: 0 }
     }
 }
 
@@ -79,7 +79,12 @@ pub struct Datagram {
 pub struct DatagramStream {
     fd: SharedFd,
     op: Option<crate::ring::OpStream<(SharedFd, Box<ops::MsgTemplate>)>>,
+    /// A receive into a heap buffer (the group was dry at its ceiling), kept here so that a
+    /// caller dropping `next()` mid-wait loses no datagram: the next call picks it up.
+    heap: Option<crate::ring::Op<ops::DatagramData>>,
     armed_epoch: u64,
+    /// `ENOBUFS` in a row since the last datagram.
+    dry: u32,
 }
 
 impl DatagramStream {
@@ -88,6 +93,16 @@ impl DatagramStream {
     /// ceiling, one datagram is received into a heap buffer.
     pub async fn next(&mut self) -> io::Result<Datagram> {
         loop {
+            if let Some(op) = self.heap.as_mut() {
+                let (c, data) = op.await;
+                self.heap = None;
+                self.dry = 0;
+                let mut buf = data.buf;
+                let n = c.into_result()? as usize;
+                ops::received(&mut buf, n);
+                // Copied to its length: the cold path, and the 64 KiB allocation goes at once.
+                return Ok(Datagram { peer: data.msg.peer(), data: Bytes::copy_from_slice(&buf), truncated: false });
+            }
             let op = match &mut self.op {
                 Some(op) => op,
                 None => {
@@ -106,15 +121,12 @@ impl DatagramStream {
             }
             match -c.result() {
                 libc::ENOBUFS => {
-                    let armed = self.armed_epoch;
-                    let refilled = Core::with(|core| core.with_pool(Group::Datagram, |p| p.refill(armed)))?;
+                    let (armed, repeats) = (self.armed_epoch, self.dry);
+                    self.dry += 1;
+                    let refilled = Core::with(|core| core.with_pool(Group::Datagram, |p| p.refill(armed, repeats)))?;
                     if !refilled {
                         Core::with(|core| core.with_pool(Group::Datagram, |p| p.note_heap_fallback()))?;
-                        let (c, data) = ops::recvmsg(self.fd.clone(), Vec::with_capacity(64 * 1024)).await;
-                        let mut buf = data.buf;
-                        let n = c.into_result()? as usize;
-                        ops::received(&mut buf, n);
-                        return Ok(Datagram { peer: data.msg.peer(), data: Bytes::from(buf), truncated: false });
+                        self.heap = Some(ops::recvmsg(self.fd.clone(), Vec::with_capacity(64 * 1024)));
                     }
                     continue;
                 }
@@ -129,6 +141,7 @@ impl DatagramStream {
             let Some((peer, range, truncated)) = ops::parse_datagram(&buf) else {
                 continue;
             };
+            self.dry = 0;
             return Ok(Datagram { peer, data: buf.slice(range), truncated });
         }
     }

@@ -2,7 +2,7 @@
 //! completion dispatch through a `slab` of in-flight operations, cancellation that keeps an
 //! operation's resources alive until the kernel lets go of them, and the feature probe.
 //!
-//! This module knows nothing of tasks, frames or peers. It hands completions to whoever polls the
+//! This module knows nothing of tasks, cores, frames or peers. It hands completions to whoever polls the
 //! operation; the runtime enters the ring and reaps its completions once per loop turn.
 //!
 //! # The life of an operation
@@ -193,6 +193,8 @@ pub struct Ring {
     registered: Vec<Box<dyn Any>>,
     /// The first error `io_uring_enter` returned that is not worth retrying: the ring is unusable.
     failure: Option<io::Error>,
+    /// Reserved tokens reaped and not yet taken (see [`Ring::take_reserved`]).
+    reserved: Vec<u64>,
 }
 
 impl Ring {
@@ -227,6 +229,7 @@ impl Ring {
                         stats: RingStats::default(),
                         registered: Vec::new(),
                         failure: None,
+                        reserved: Vec::new(),
                     })
                 }
                 // EINVAL: this kernel does not know these flags; try the next, simpler set.
@@ -282,7 +285,7 @@ impl Ring {
             // dropped here: the core checks its mailbox flag every turn.
             self.enter(Wait::No)?;
             if self.uring.submission().is_full() {
-                self.reap_into(&mut |_, _| {});
+                self.reap_into();
             }
         }
         Err(self.fail(io::Error::new(io::ErrorKind::WouldBlock, "the submission queue stayed full")))
@@ -521,12 +524,20 @@ impl Ring {
     }
 
     /// Moves every ready completion to its operation and wakes the waiter. Completions carrying a
-    /// reserved token (see [`TOKEN_RESERVED`]) go to `special`. Returns how many were reaped.
-    pub(crate) fn reap(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
-        self.reap_into(special)
+    /// reserved token (see [`TOKEN_RESERVED`]) are kept for [`Ring::take_reserved`] — whichever
+    /// path reaps them (this one, a full submission queue, a drain), so none is lost. Returns how
+    /// many were reaped.
+    pub(crate) fn reap(&mut self) -> usize {
+        self.reap_into()
     }
 
-    fn reap_into(&mut self, special: &mut dyn FnMut(u64, Completion)) -> usize {
+    /// The reserved tokens reaped since the last call (a failed `MSG_RING`'s token must reach
+    /// the runtime, or the core it was for is never woken).
+    pub(crate) fn take_reserved(&mut self, into: &mut Vec<u64>) {
+        into.append(&mut self.reserved);
+    }
+
+    fn reap_into(&mut self) -> usize {
         let mut n = 0;
         loop {
             let Some(cqe) = self.uring.completion().next() else {
@@ -537,7 +548,7 @@ impl Ring {
             let c = Completion { result: cqe.result(), flags: cqe.flags() };
             if ud >= TOKEN_RESERVED {
                 if ud != TOKEN_IGNORE {
-                    special(ud, c);
+                    self.reserved.push(ud);
                 }
                 continue;
             }
@@ -624,7 +635,7 @@ impl Ring {
             if self.enter(Wait::For(std::time::Duration::from_millis(10))).is_err() {
                 break;
             }
-            self.reap_into(&mut |_, _| {});
+            self.reap_into();
         }
         self.ops.iter().filter(|(_, s)| s.state.kernel_holds()).count()
     }

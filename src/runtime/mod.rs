@@ -278,6 +278,7 @@ fn run_core<Fut: Future + 'static>(
     let main = spawn(main);
     let mut wakes = Vec::new();
     let mut failed_wakes = Vec::new();
+    let mut tokens = Vec::new();
     let mut failure = None;
     loop {
         exec.run_ready(TASK_BUDGET);
@@ -307,14 +308,17 @@ fn run_core<Fut: Future + 'static>(
         };
         let entered = core::with_ring(|r| {
             let e = r.enter(wait);
-            r.reap(&mut |token, _| {
-                // TOKEN_MAILBOX needs nothing here: the flag is looked at every turn.
-                if token > TOKEN_MAILBOX && token - TOKEN_WAKE_FAILED < (1 << 19) {
-                    failed_wakes.push((token - TOKEN_WAKE_FAILED) as usize);
-                }
-            });
+            r.reap();
+            r.take_reserved(&mut tokens);
             e
         });
+        // TOKEN_MAILBOX needs nothing here: the doorbell is looked at every turn. A failed
+        // MSG_RING to core i comes back as TOKEN_WAKE_FAILED + i, from whichever reap saw it.
+        for t in tokens.drain(..) {
+            if t > TOKEN_MAILBOX && t - TOKEN_WAKE_FAILED < (1 << 19) {
+                failed_wakes.push((t - TOKEN_WAKE_FAILED) as usize);
+            }
+        }
         core.advance_clock();
         for core in failed_wakes.drain(..) {
             if let Some(c) = handle.cores.get(core) {

@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 admin endpoint on the ring (`httparse`): `GET /healthz`, `GET /stats` (the
 //! server's and the service's counters summed over cores, and per core, asked of every core through
 //! its mailbox at the time of the request), and the routes a service adds. One request per
-//! connection, answered in order on core 0; each exchange is bounded in size (8 KiB) and time (5 s).
+//! connection, answered on core 0, at most eight at once; each exchange is bounded in size (8 KiB)
+//! and time (1 s for the request head, 5 s in all).
 
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
@@ -134,14 +135,24 @@ where
     }
 }
 
-/// Serves the admin endpoint on `listener` until shutdown.
+/// Requests answered at once; a connection beyond them is closed unanswered.
+const MAX_CONCURRENT: usize = 8;
+/// How long reading a request head may take.
+const HEAD_LIMIT: Duration = Duration::from_secs(1);
+
+/// Serves the admin endpoint on `listener` until shutdown: each connection a task of its own, at
+/// most [`MAX_CONCURRENT`] at once (a connection beyond them is closed at once, so idle or slow
+/// clients cannot hold the endpoint or the process's descriptors); `/stats` asks the cores one
+/// request at a time.
 pub(crate) async fn serve<T, F>(listener: OwnedFd, routes: Vec<Route>, source: impl FnOnce() -> StatsSource<T, F>)
 where
     T: Default + Copy + Send + std::ops::AddAssign + 'static,
-    F: Fn(&ServerStats, &T) -> serde_json::Value,
+    F: Fn(&ServerStats, &T) -> serde_json::Value + 'static,
 {
     let fd: SharedFd = Rc::new(listener);
-    let mut stats = source();
+    let stats = Rc::new(std::cell::RefCell::new(Some(source())));
+    let routes = Rc::new(routes);
+    let active = Rc::new(std::cell::Cell::new(0usize));
     let mut id = 0u64;
     loop {
         let mut accepts = ops::accept_multi(fd.clone(), super::acceptor::close_unread);
@@ -151,49 +162,71 @@ where
                 runtime::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            let stream = TcpStream::from_fd(ops::adopt_fd(c.result()));
+            let conn = ops::adopt_fd(c.result());
+            if active.get() >= MAX_CONCURRENT {
+                drop(conn);
+                continue;
+            }
+            active.set(active.get() + 1);
             id += 1;
-            let _ = runtime::timeout(EXCHANGE_LIMIT, exchange(&stream, &routes, &mut stats, id)).await;
-            let _ = stream.close().await;
+            let (stats, routes, active) = (stats.clone(), routes.clone(), active.clone());
+            runtime::spawn_detached(async move {
+                let stream = TcpStream::from_fd(conn);
+                let _ = runtime::timeout(EXCHANGE_LIMIT, exchange(&stream, &routes, &stats, id)).await;
+                let _ = stream.close().await;
+                active.set(active.get() - 1);
+            });
         }
     }
 }
 
 /// One request and its answer.
-async fn exchange<T, F>(stream: &TcpStream, routes: &[Route], stats: &mut StatsSource<T, F>, id: u64)
-where
+async fn exchange<T, F>(
+    stream: &TcpStream,
+    routes: &[Route],
+    stats: &std::cell::RefCell<Option<StatsSource<T, F>>>,
+    id: u64,
+) where
     T: Default + Copy + Send + std::ops::AddAssign + 'static,
     F: Fn(&ServerStats, &T) -> serde_json::Value,
 {
-    let mut buf = Vec::with_capacity(MAX_REQUEST);
-    let req = loop {
-        let (r, b) = stream.recv(buf).await;
-        buf = b;
-        match r {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+    let head = async {
+        let mut buf = Vec::with_capacity(MAX_REQUEST);
+        loop {
+            let (r, b) = stream.recv(buf).await;
+            buf = b;
+            match r {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {}
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(&buf) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let target = parsed.path.unwrap_or("/");
+                    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                    return Ok(Request {
+                        method: parsed.method.unwrap_or("").to_string(),
+                        path: path.to_string(),
+                        query: query.to_string(),
+                    });
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => continue,
+                Ok(httparse::Status::Partial) => return Err(Some(Response::text(431, "request head too large"))),
+                Err(e) => return Err(Some(Response::text(400, &format!("bad request: {e}")))),
+            }
         }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let target = parsed.path.unwrap_or("/");
-                let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                break Request {
-                    method: parsed.method.unwrap_or("").to_string(),
-                    path: path.to_string(),
-                    query: query.to_string(),
-                };
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => continue,
-            Ok(httparse::Status::Partial) => {
-                respond(stream, &Response::text(431, "request head too large")).await;
-                return;
-            }
-            Err(e) => {
-                respond(stream, &Response::text(400, &format!("bad request: {e}"))).await;
-                return;
-            }
+    };
+    let req = match runtime::timeout(HEAD_LIMIT, head).await {
+        Ok(Ok(req)) => req,
+        Ok(Err(Some(resp))) => {
+            respond(stream, &resp).await;
+            return;
+        }
+        Ok(Err(None)) => return,
+        Err(_) => {
+            respond(stream, &Response::text(408, "request head not received in time")).await;
+            return;
         }
     };
     let resp = if req.method != "GET" {
@@ -201,7 +234,17 @@ where
     } else if req.path == "/healthz" {
         Response::text(200, "ok")
     } else if req.path == "/stats" {
-        Response::json(&stats.gather(id).await)
+        // One gathering at a time (the cores answer into one mailbox): wait for the source. It
+        // goes back when this is done or dropped (the exchange's time limit).
+        let mut lent = loop {
+            if let Some(s) = stats.borrow_mut().take() {
+                break Lent { slot: stats, value: Some(s) };
+            }
+            runtime::sleep(Duration::from_millis(1)).await;
+        };
+        let v = lent.value.as_mut().expect("lent").gather(id).await;
+        drop(lent);
+        Response::json(&v)
     } else if let Some(r) = routes.iter().find(|r| r.path == req.path) {
         (r.handler)(&req)
     } else {
@@ -212,12 +255,25 @@ where
     respond(stream, &resp).await;
 }
 
+/// A value taken out of its slot, put back when dropped.
+struct Lent<'a, T> {
+    slot: &'a std::cell::RefCell<Option<T>>,
+    value: Option<T>,
+}
+
+impl<T> Drop for Lent<'_, T> {
+    fn drop(&mut self) {
+        *self.slot.borrow_mut() = self.value.take();
+    }
+}
+
 async fn respond(stream: &TcpStream, r: &Response) {
     let reason = match r.status {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         _ => "",
     };

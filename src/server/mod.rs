@@ -135,8 +135,9 @@ struct Shared<S: Service> {
 pub struct Connection {
     /// First, so that it drops first: the registry forgets the descriptor before it closes.
     slot: Slot,
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket: private, so that it is closed or moved only through [`Connection::finish`] and
+    /// [`Connection::move_to`], which take the registry's entry off first.
+    stream: TcpStream,
     /// What was already received on another core before the connection moved here, in order:
     /// read it before the stream.
     pub buffered: Vec<Bytes>,
@@ -145,6 +146,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Its registry entry: activity, handshake done, sends in progress, the limit it passed.
     pub fn entry(&self) -> &Rc<Entry> {
         &self.entry

@@ -13,18 +13,18 @@ pub struct MsgTemplate {
     hdr: libc::msghdr,
 }
 
-fn template() -> Box<MsgTemplate> {
+fn template() -> MsgTemplate {
     // SAFETY: msghdr is a plain C struct; zero is valid.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_namelen = NAME_LEN;
-    Box::new(MsgTemplate { hdr })
+    MsgTemplate { hdr }
 }
 
 /// Multishot receive of datagrams into buffers of group `bgid` (sized for the header, the address
 /// and the largest datagram expected); `discard` gives a buffer back when nobody reads its
 /// completion.
 pub fn recvmsg_multi(fd: SharedFd, bgid: u16, discard: Discard) -> OpStream<(SharedFd, Box<MsgTemplate>)> {
-    let msg = template();
+    let msg = Box::new(template());
     let entry = opcode::RecvMsgMulti::new(fd_of(&fd), &msg.hdr, bgid).build();
     // SAFETY: the template lives in a Box owned by the op (the kernel reads it when the operation
     // is issued); buffers come from the registered group, which outlives the ring's use.
