@@ -407,15 +407,19 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
     let mut dec = FrameDecoder::new(opts.max_payload);
     dec.set_hold_limit(opts.receive_bound());
     // Limits are the server's watchdog's: the session only says what they mean on the wire.
-    let mut session = Session::new(SessionConfig::default(), runtime::now());
+    let mut session = Box::new(Session::new(SessionConfig::default(), runtime::now()));
     // What arrived on another core before the connection moved here is decoded first.
-    let mut pending: std::collections::VecDeque<Bytes> = conn.buffered.iter().cloned().collect();
+    let mut pending = 0;
     let mut tx = SendQueue::new(stream.shared_fd(), opts.send_limit, opts.zc_threshold);
     tx.set_pin_limit(opts.receive_bound());
-    let mut failed = transmit(&mut session, &entry, &mut tx).await.is_err() || entry.flush(&mut tx).await.is_err();
+    let mut failed =
+        Box::pin(transmit(&mut session, &entry, &mut tx)).await.is_err() || entry.flush(&mut tx).await.is_err();
     'conn: while !failed {
-        let next = match pending.pop_front() {
-            Some(c) => Some(Ok(c)),
+        let next = match conn.buffered.get(pending) {
+            Some(c) => {
+                pending += 1;
+                Some(Ok(c.clone()))
+            }
             None => rx.next().await,
         };
         let chunk = match next {
@@ -425,8 +429,9 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                 // limit: say why, then close.
                 if let Some(x) = entry.expired() {
                     session.expire(x);
-                    let _ = runtime::timeout(Duration::from_secs(1), close_out(&mut session, &entry, &mut tx, stream))
-                        .await;
+                    // Boxed: the cold path's state stays out of every connection's future.
+                    let close = Box::pin(close_out(&mut session, &entry, &mut tx, stream));
+                    let _ = runtime::timeout(Duration::from_secs(1), close).await;
                 } else {
                     failed = end.is_some();
                     if dec.buffered() > 0 {
@@ -477,9 +482,17 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                     // The reply: a new header, then the payload as the very slices it arrived in
                     // (copied into the coalescing buffer only when it is small).
                     let len: usize = parts.iter().map(|p| p.len()).sum();
-                    if queue(&entry, &mut tx, Kind::Data, &parts).await.is_err() {
-                        failed = true;
-                        break;
+                    let h = header(Kind::Data, 0, len as u32);
+                    if tx.push(&h, &parts).is_err() {
+                        // Full: this connection waits for its own send (bounded by the send
+                        // limit); no other connection is held up, and meanwhile its receive
+                        // stops (RECV_QUEUE_CAP). Inline rather than through `queue`: this is
+                        // the hot path, and every connection's future holds its state.
+                        if entry.flush(&mut tx).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                        let _ = tx.push(&h, &parts);
                     }
                     st.bump(|s| {
                         s.messages_out += 1;
@@ -488,7 +501,8 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                 }
                 Ok(Event::Open { .. }) => entry.handshaken(),
                 Ok(Event::Ping) => {
-                    if transmit(&mut session, &entry, &mut tx).await.is_err() {
+                    // Boxed: the cold path's state stays out of every connection's future.
+                    if Box::pin(transmit(&mut session, &entry, &mut tx)).await.is_err() {
                         failed = true;
                         break;
                     }

@@ -198,7 +198,12 @@ impl Session {
 
     /// The next frame to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmit.pop_front()
+        let t = self.transmit.pop_front();
+        if t.is_none() && self.transmit.capacity() > 0 {
+            // Frames to send are rare (HELLO, PONG, CLOSE): an idle session keeps no queue.
+            self.transmit = VecDeque::new();
+        }
+        t
     }
 
     /// When [`Session::handle_timeout`] should next be called: the handshake limit while waiting

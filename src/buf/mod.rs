@@ -74,6 +74,10 @@ impl Group {
     }
 }
 
+/// `ENOBUFS` in a row for one receive after which its pool grows (or, at its ceiling, the receive
+/// uses a heap buffer); see [`BufPool::refill`].
+pub const DRY_REPEATS: u32 = 8;
+
 /// How a pool is laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -298,31 +302,23 @@ impl BufPool {
     }
 
     /// After a receive armed at `armed` (an [`BufPool::epoch`]) found the pool empty (`ENOBUFS`)
-    /// for the `repeats`-th time in a row (0: the first, since its last data): makes buffers
-    /// available again and says whether re-arming is worth it; `false` means the caller must
-    /// make progress without the pool (a heap buffer).
+    /// for the `repeats`-th time in a row (0: the first since its last data): makes buffers
+    /// available again and says whether re-arming is worth it; `false` means the caller must make
+    /// progress without the pool (a heap buffer).
     ///
-    /// - A first failure with buffers published since the receive was armed is stale —
-    ///   completions are read long after the kernel posted them when many connections are ready
-    ///   at once — and re-arming is enough.
-    /// - Buffers waiting to be recycled go back; that is enough for a first or second failure.
-    /// - A failure that repeats means buffers are really short: the pool doubles, up to its
-    ///   ceiling.
-    /// - At the ceiling, a receive that keeps failing gets a heap buffer rather than re-arming
-    ///   turn after turn while others take the buffers.
+    /// - If buffers were published since the receive was armed, or are waiting to be recycled,
+    ///   re-arming is enough: a burst of ready connections empties the pool for a moment, their
+    ///   completions are read long after the kernel posted them, and buffers come back as the
+    ///   tasks run. Growing for each of those failures would double the pool to its ceiling.
+    /// - A receive that fails [`DRY_REPEATS`] times in a row is losing to the others while the
+    ///   buffers really are all taken: the pool doubles, up to its ceiling; at the ceiling it gets
+    ///   a heap buffer rather than re-arming turn after turn.
     pub fn refill(&mut self, armed: u64, repeats: u32) -> bool {
         self.stats.enobufs += 1;
-        if repeats == 0 && self.epoch > armed {
+        if repeats < DRY_REPEATS && (self.epoch > armed || self.recycle() > 0) {
             return true;
         }
-        let recycled = self.recycle() > 0;
-        if recycled && repeats < 2 {
-            return true;
-        }
-        if self.grow() {
-            return true;
-        }
-        recycled && repeats < 4
+        self.grow()
     }
 
     /// The group id this pool is registered under.

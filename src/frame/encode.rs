@@ -42,11 +42,12 @@ pub fn header(kind: Kind, flags: u8, len: u32) -> [u8; HEADER_LEN] {
 
 /// The payload of this build's HELLO: magic, version, flags (none), no extensions.
 pub fn hello_payload() -> Bytes {
-    let mut b = BytesMut::with_capacity(8);
-    b.put_slice(MAGIC);
-    b.put_u16(VERSION);
-    b.put_u16(0);
-    b.freeze()
+    // Static: every connection sends one, and it never changes within a build.
+    const HELLO: [u8; 8] = {
+        let v = VERSION.to_be_bytes();
+        [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], 0, 0]
+    };
+    Bytes::from_static(&HELLO)
 }
 
 /// A CLOSE frame with `code` and a UTF-8 `reason` (cut to 120 bytes on a character boundary).

@@ -11,7 +11,7 @@ mod transport;
 mod udp;
 
 pub use limits::{Deadlines, Expiry, Limits};
-pub use send::{send_stats, Batch, BufferOf, Full, OutQueue, SendQueue, SendStats, Sender};
+pub use send::{send_stats, Batch, BufferOf, Full, OutQueue, QueueStats, SendQueue, SendStats, Sender};
 pub use tcp::{RecvStream, TcpListener, TcpStream, RECV_QUEUE_CAP};
 pub use transport::{Plain, Transport, TransportError, Upgradable};
 pub use udp::{Datagram, DatagramStream, UdpSocket};

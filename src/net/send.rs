@@ -96,7 +96,18 @@ pub struct OutQueue {
     /// The pool buffer the last referenced part lies in (adjacent parts of one buffer count once).
     last_pinned: usize,
     /// What this queue counted since [`OutQueue::take_stats`].
-    stats: SendStats,
+    stats: QueueStats,
+}
+
+/// What an [`OutQueue`] counts (the part of [`SendStats`] that is its own).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// See [`SendStats::coalesced_bytes`].
+    pub coalesced_bytes: u64,
+    /// See [`SendStats::unpinned_bytes`].
+    pub unpinned_bytes: u64,
+    /// See [`SendStats::zc_given_up`].
+    pub zc_given_up: u64,
 }
 
 /// Units up to this size are copied into the coalescing buffer by default.
@@ -127,13 +138,13 @@ impl OutQueue {
             pinned: 0,
             pin_limit: usize::MAX,
             last_pinned: 0,
-            stats: SendStats::default(),
+            stats: QueueStats::default(),
         }
     }
 
     /// What the queue counted (coalesced and unpinned bytes, zero-copy given up) since the last
     /// call.
-    pub fn take_stats(&mut self) -> SendStats {
+    pub fn take_stats(&mut self) -> QueueStats {
         std::mem::take(&mut self.stats)
     }
 
@@ -269,8 +280,9 @@ impl Sender {
         &self,
         batch: Batch,
         mut progress: impl FnMut(usize),
-        stats: &mut SendStats,
     ) -> (io::Result<()>, Vec<Bytes>, Option<bool>) {
+        let counters = crate::runtime::Core::try_with(|c| c.local::<Counters>());
+        let counters = counters.as_deref();
         let Batch { mut bufs, len, zero_copy } = batch;
         let mut copied = None;
         let mut off = 0;
@@ -278,11 +290,11 @@ impl Sender {
             let (r, b) = if zero_copy {
                 // Boxed: zero-copy sends are for large payloads, where one allocation is nothing,
                 // and keeping their state out of line keeps every connection's future small.
-                let (r, b, c) = Box::pin(send_zc(self.fd.clone(), bufs, off, stats)).await;
+                let (r, b, c) = Box::pin(send_zc(self.fd.clone(), bufs, off, counters)).await;
                 copied = c.or(copied);
                 (r, b)
             } else {
-                send_v(self.fd.clone(), bufs, off, stats).await
+                send_v(self.fd.clone(), bufs, off, counters).await
             };
             bufs = b;
             match r {
@@ -338,22 +350,61 @@ impl SendQueue {
 
     /// [`SendQueue::flush`], calling `progress` with the byte count of every send that completes
     /// (a send limit then means "no progress for that long", not "the whole batch within it").
-    pub async fn flush_observed(&mut self, progress: impl FnMut(usize)) -> io::Result<()> {
-        let Some(batch) = self.queue.take_batch() else { return Ok(()) };
-        let zero_copy = batch.zero_copy;
-        let mut stats = SendStats::default();
-        let (r, bufs, copied) = self.sender.send(batch, progress, &mut stats).await;
+    pub async fn flush_observed(&mut self, mut progress: impl FnMut(usize)) -> io::Result<()> {
+        let Some(Batch { mut bufs, len, zero_copy }) = self.queue.take_batch() else { return Ok(()) };
+        // The sender's loop, written out here rather than awaited through `Sender::send`: every
+        // connection's future holds this state, and one layer less keeps it at its old size.
+        let mut copied = None;
+        let mut off = 0;
+        let mut result = Ok(());
+        while off < len {
+            let (r, b) = if zero_copy {
+                // Boxed: zero-copy sends are for large payloads, where one allocation is nothing,
+                // and keeping their state out of line keeps every connection's future small.
+                let (r, b, c) = Box::pin(send_zc(self.sender.fd.clone(), bufs, off, self.counters.as_deref())).await;
+                copied = c.or(copied);
+                (r, b)
+            } else {
+                send_v(self.sender.fd.clone(), bufs, off, self.counters.as_deref()).await
+            };
+            bufs = b;
+            match r {
+                Ok(0) => {
+                    result = Err(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => {
+                    off += n;
+                    progress(n);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
         if zero_copy {
             self.queue.note_zero_copy(copied);
         }
         self.queue.recycle(bufs);
-        stats += self.queue.take_stats();
-        if let Some(c) = &self.counters {
-            let mut all = c.0.get();
-            all += stats;
-            c.0.set(all);
+        let q = self.queue.take_stats();
+        if q != QueueStats::default() {
+            count(self.counters.as_deref(), |s| {
+                s.coalesced_bytes += q.coalesced_bytes;
+                s.unpinned_bytes += q.unpinned_bytes;
+                s.zc_given_up += q.zc_given_up;
+            });
         }
-        r
+        result
+    }
+}
+
+/// Adds to this core's send counters, if there are any.
+fn count(counters: Option<&Counters>, f: impl FnOnce(&mut SendStats)) {
+    if let Some(c) = counters {
+        let mut s = c.0.get();
+        f(&mut s);
+        c.0.set(s);
     }
 }
 
@@ -361,9 +412,9 @@ async fn send_v(
     fd: SharedFd,
     mut bufs: Vec<Bytes>,
     off: usize,
-    stats: &mut SendStats,
+    counters: Option<&Counters>,
 ) -> (io::Result<usize>, Vec<Bytes>) {
-    stats.writevs += 1;
+    count(counters, |s| s.writevs += 1);
     if bufs.len() == 1 {
         // One buffer: a plain SEND takes the socket's send path directly, without the
         // iov_iter set-up of a WRITEV.
@@ -381,7 +432,7 @@ async fn send_zc(
     fd: SharedFd,
     bufs: Vec<Bytes>,
     off: usize,
-    stats: &mut SendStats,
+    counters: Option<&Counters>,
 ) -> (io::Result<usize>, Vec<Bytes>, Option<bool>) {
     let mut op = ops::sendmsg_zc(fd, bufs, off);
     let mut sent = None;
@@ -394,17 +445,15 @@ async fn send_zc(
             // Counted with the send it belongs to: a send that failed (an aborted connection) is
             // in neither count.
             if matches!(sent, Some(Ok(_))) {
-                if copied {
-                    stats.zc_copied += 1;
-                } else {
-                    stats.zc_zero_copy += 1;
-                }
+                count(counters, |s| if copied { s.zc_copied += 1 } else { s.zc_zero_copy += 1 });
             }
         } else {
             let r = c.into_result().map(|n| n as usize);
             if let Ok(n) = r {
-                stats.zc_sends += 1;
-                stats.zc_bytes += n as u64;
+                count(counters, |s| {
+                    s.zc_sends += 1;
+                    s.zc_bytes += n as u64;
+                });
             }
             sent = Some(r);
         }
