@@ -190,3 +190,33 @@ fn load_counts_match_the_server_counts() {
     assert_eq!(bytes_in, received * 4096);
     assert_eq!(bytes_out, bytes_in);
 }
+
+/// A connection whose peer sends a burst before the server first reads it takes one small buffer
+/// to learn that it moves bulk data, not a small buffer per 512 bytes of the burst: the first
+/// receive is single-shot, and the multishot receive after it draws from the stream group.
+#[test]
+fn a_burst_before_the_first_read_moves_the_connection_to_large_buffers_at_once() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--cores", "1"]);
+    let payload: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut conns: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    for c in &mut conns {
+        c.write_all(&payload).unwrap();
+    }
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut back = vec![0u8; payload.len()];
+        c.read_exact(&mut back).unwrap();
+        assert!(back == payload);
+    }
+    drop(conns);
+    let (code, out, _) = server.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    let small = out
+        .split("small (512 B buffers): ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no small group line: {out}"));
+    assert!(small <= 100, "{small} small buffers for 50 connections: {out}");
+    assert!(out.contains("0 receives stopped for a reader that fell behind"), "{out}");
+}

@@ -154,6 +154,8 @@ impl TcpStream {
             fd: self.fd.clone(),
             op: None,
             heap: None,
+            probe: None,
+            probed: false,
             group: Group::Small,
             armed: Group::Small,
             armed_epoch: 0,
@@ -204,6 +206,12 @@ pub struct RecvStream {
     /// A receive into a heap buffer (the pool ran dry), kept here so that a caller dropping
     /// `next()` mid-wait (a `select`) loses no data: the next call picks it up.
     heap: Option<crate::ring::Op<(SharedFd, Vec<u8>)>>,
+    /// The first receive, single-shot into the small group (kept here for the same reason): it
+    /// says which group the connection belongs in before a multishot receive is armed — a
+    /// multishot armed on the small group for a connection whose peer has already sent 64 KiB
+    /// would take a hundred small buffers before its cancel landed.
+    probe: Option<crate::ring::Op<SharedFd>>,
+    probed: bool,
     /// The buffer group the next receive draws from: small until a receive fills a small buffer,
     /// then the stream group for good (see [`Group::Small`]).
     group: Group,
@@ -221,6 +229,14 @@ impl RecvStream {
     /// `Err` if the stream failed; an end of stream among what was taken ends the list.
     pub async fn finish(mut self) -> io::Result<Vec<Bytes>> {
         let mut out = Vec::new();
+        if let Some(op) = self.probe.take() {
+            let (c, _) = op.await;
+            if c.result() > 0 {
+                if let Some(b) = Core::with(|core| core.with_pool(Group::Small, |p| p.take(&c)))? {
+                    out.push(b);
+                }
+            }
+        }
         if let Some(op) = self.heap.take() {
             let (c, (_, mut buf)) = op.await;
             let n = c.into_result()? as usize;
@@ -251,6 +267,52 @@ impl RecvStream {
     /// (and the event counted) without losing the connection.
     pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
         loop {
+            if !self.probed {
+                if self.probe.is_none() {
+                    match Core::with(|c| c.with_pool(Group::Small, |p| p.epoch())) {
+                        Ok(epoch) => self.armed_epoch = epoch,
+                        Err(e) => return Some(Err(e)),
+                    }
+                    self.probe =
+                        Some(ops::recv_select(self.fd.clone(), Group::Small.bgid(), discard_for(Group::Small)));
+                }
+                let (c, _) = self.probe.as_mut().expect("armed above").await;
+                self.probe = None;
+                if c.result() == -libc::ENOBUFS {
+                    let (armed, repeats) = (self.armed_epoch, self.dry);
+                    self.dry += 1;
+                    let refilled =
+                        Core::with(|core| core.with_pool(Group::Small, |p| p.refill(armed, repeats))).unwrap_or(false);
+                    if !refilled {
+                        // The small group is dry at its ceiling: go on with the multishot path,
+                        // whose fall-back is a heap receive.
+                        self.probed = true;
+                    }
+                    continue;
+                }
+                self.probed = true;
+                if c.result() < 0 {
+                    return Some(Err(io::Error::from_raw_os_error(-c.result())));
+                }
+                let taken = Core::with(|core| {
+                    core.with_pool(Group::Small, |p| {
+                        let d = p.take(&c);
+                        (d, p.buf_size())
+                    })
+                });
+                match taken {
+                    Ok((Some(b), size)) => {
+                        self.dry = 0;
+                        if b.len() == size {
+                            // It filled a small buffer: bulk data, the stream group from now on.
+                            self.group = Group::Stream;
+                        }
+                        return Some(Ok(b));
+                    }
+                    Ok((None, _)) => return None,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
             if let Some(op) = self.heap.as_mut() {
                 let (c, (_, mut buf)) = op.await;
                 self.heap = None;

@@ -28,7 +28,7 @@ pub use nop::nop;
 pub use read::read;
 pub(crate) use recv::received;
 pub use recv::recv;
-pub use recv_multi::recv_multi;
+pub use recv_multi::{recv_multi, recv_select};
 pub use recvmsg::{recvmsg, DatagramData, MsgStore};
 pub use recvmsg_multi::{parse_datagram, recvmsg_multi, MsgTemplate};
 pub use send::send;
@@ -97,8 +97,18 @@ impl<T: 'static> Op<T> {
     /// Every pointer in `entry` must point into heap memory owned by `data` (which may move, but
     /// whose heap allocations must not), or into memory that outlives the operation.
     pub(crate) unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
+        // SAFETY: forwarded.
+        unsafe { Op::submit_with(entry, data, None) }
+    }
+
+    /// [`Op::submit`], with what to do with the completion if nobody reads it (a provided
+    /// buffer it selected goes back to its group).
+    ///
+    /// # Safety
+    /// As for [`Op::submit`].
+    pub(crate) unsafe fn submit_with(entry: squeue::Entry, data: T, discard: Option<Discard>) -> Op<T> {
         // SAFETY: forwarded: `data` keeps the pointed-to memory alive for as long as the slot.
-        let key = with_ring(|r| unsafe { r.submit(entry, OpKind::Single, None) });
+        let key = with_ring(|r| unsafe { r.submit(entry, OpKind::Single, discard) });
         Op { key: Some(key), data: Some(data), _local: std::marker::PhantomData }
     }
 }

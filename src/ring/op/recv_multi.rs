@@ -1,4 +1,4 @@
-//! `IORING_OP_RECV`, multishot, from a provided-buffer group.
+//! `IORING_OP_RECV` from a provided-buffer group: multishot, and single-shot.
 
 use super::*;
 
@@ -9,4 +9,15 @@ pub fn recv_multi(fd: SharedFd, bgid: u16, discard: Discard) -> OpStream<SharedF
     let entry = opcode::RecvMulti::new(fd_of(&fd), bgid).build();
     // SAFETY: no pointers; buffers come from the registered group, which outlives the ring's use.
     unsafe { OpStream::submit(entry, fd, Some(discard)) }
+}
+
+/// One receive into a buffer of group `bgid` (single-shot): what the kernel has for the socket, up
+/// to one buffer. `discard` gives the buffer back if nobody reads the completion.
+pub fn recv_select(fd: SharedFd, bgid: u16, discard: Discard) -> Op<SharedFd> {
+    let entry = opcode::Recv::new(fd_of(&fd), std::ptr::null_mut(), 0)
+        .buf_group(bgid)
+        .build()
+        .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+    // SAFETY: no pointers of ours (the kernel picks a buffer of the registered group).
+    unsafe { Op::submit_with(entry, fd, Some(discard)) }
 }
