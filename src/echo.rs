@@ -468,7 +468,7 @@ async fn echo_framed(conn: Connection, opts: FramedOpts) {
                 Ok((kind, _, _)) => {
                     // Only a whole frame is activity: a peer dripping one byte now and then into
                     // a frame it never finishes passes the idle limit.
-                    entry.activity();
+                    entry.activity_at(now);
                     session.on_frame(now, kind, &parts).map_err(|e| e.code())
                 }
                 Err(e) => {

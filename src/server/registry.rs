@@ -26,7 +26,12 @@ pub struct Entry {
 impl Entry {
     /// Something was received (a whole message) or sent: a field write, no timer operation.
     pub fn activity(&self) {
-        self.deadlines.borrow_mut().activity(runtime::now());
+        self.activity_at(runtime::now());
+    }
+
+    /// [`Entry::activity`] at `now` (the turn's clock, read once by a caller that records many).
+    pub fn activity_at(&self, now: std::time::Instant) {
+        self.deadlines.borrow_mut().activity(now);
     }
 
     /// The handshake completed: the handshake limit no longer applies.
