@@ -183,3 +183,30 @@ fn a_reader_that_falls_behind_stops_its_receive_and_loses_nothing() {
     // cap (16) and what the enter that reached it brought.
     assert!(leased < 100, "{leased} buffers were leased while the reader was away");
 }
+
+/// Ending a receive whose first (single-shot) receive is still waiting — the peer has sent nothing
+/// — returns at once with nothing, and what the peer sends afterwards stays in the socket.
+#[test]
+fn finishing_a_receive_that_waits_returns_at_once_and_takes_nothing() {
+    let (mut writer, fd) = pair();
+    let fd = std::sync::Mutex::new(Some(fd));
+    let out = runtime::run(one_core(), move |_| {
+        let fd = fd.lock().unwrap().take().unwrap();
+        async move {
+            let stream = TcpStream::from_fd(fd);
+            let mut rx = stream.recv_stream();
+            // Polled once (the first receive is armed), then given up on.
+            let waited = runtime::timeout(Duration::from_millis(20), rx.next()).await;
+            assert!(waited.is_err(), "nothing was sent");
+            let t = std::time::Instant::now();
+            let taken = rx.finish().await.expect("no error");
+            drop(stream);
+            (taken.len(), t.elapsed() < Duration::from_secs(5))
+        }
+    })
+    .unwrap();
+    let (taken, quick) = out[0];
+    assert_eq!(taken, 0);
+    assert!(quick, "finish waited for the peer");
+    let _ = writer.write_all(b"late");
+}

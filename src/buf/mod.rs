@@ -310,6 +310,8 @@ impl BufPool {
     ///   re-arming is enough: a burst of ready connections empties the pool for a moment, their
     ///   completions are read long after the kernel posted them, and buffers come back as the
     ///   tasks run. Growing for each of those failures would double the pool to its ceiling.
+    /// - Otherwise (nothing published since, nothing to recycle: every buffer really is leased
+    ///   out) the pool doubles, up to its ceiling, and at the ceiling the caller uses a heap buffer.
     /// - A receive that fails [`DRY_REPEATS`] times in a row is losing to the others while the
     ///   buffers really are all taken: the pool doubles, up to its ceiling; at the ceiling it gets
     ///   a heap buffer rather than re-arming turn after turn.

@@ -74,7 +74,8 @@ impl Deadlines {
 
     /// Something was received or sent.
     pub fn activity(&mut self, now: Instant) {
-        self.last_activity = now;
+        // Never backwards: a caller may pass a clock read before a send that finished since.
+        self.last_activity = self.last_activity.max(now);
     }
 
     /// The handshake completed.

@@ -230,19 +230,28 @@ impl RecvStream {
     pub async fn finish(mut self) -> io::Result<Vec<Bytes>> {
         let mut out = Vec::new();
         if let Some(op) = self.probe.take() {
+            // Ended now if it is still waiting: what arrives later stays in the socket.
+            op.cancel();
             let (c, _) = op.await;
-            if c.result() > 0 {
-                if let Some(b) = Core::with(|core| core.with_pool(Group::Small, |p| p.take(&c)))? {
-                    out.push(b);
-                }
+            if c.result() < 0 && c.result() != -libc::ECANCELED && c.result() != -libc::ENOBUFS {
+                return Err(io::Error::from_raw_os_error(-c.result()));
+            }
+            // Any buffer the completion selected goes back, data or not.
+            if let Some(b) = Core::with(|core| core.with_pool(Group::Small, |p| p.take(&c)))? {
+                out.push(b);
             }
         }
         if let Some(op) = self.heap.take() {
+            op.cancel();
             let (c, (_, mut buf)) = op.await;
-            let n = c.into_result()? as usize;
-            ops::received(&mut buf, n);
-            if n > 0 {
-                out.push(Bytes::from(buf));
+            match c.result() {
+                n if n > 0 => {
+                    ops::received(&mut buf, n as usize);
+                    out.push(Bytes::from(buf));
+                }
+                0 => {}
+                e if e == -libc::ECANCELED => {}
+                e => return Err(io::Error::from_raw_os_error(-e)),
             }
         }
         let Some(mut op) = self.op.take() else { return Ok(out) };
@@ -284,9 +293,10 @@ impl RecvStream {
                     let refilled =
                         Core::with(|core| core.with_pool(Group::Small, |p| p.refill(armed, repeats))).unwrap_or(false);
                     if !refilled {
-                        // The small group is dry at its ceiling: go on with the multishot path,
-                        // whose fall-back is a heap receive.
+                        // The small group is dry at its ceiling: go on with a multishot receive
+                        // on the stream group, whose own fall-back is a heap receive.
                         self.probed = true;
+                        self.group = Group::Stream;
                     }
                     continue;
                 }
@@ -364,14 +374,11 @@ impl RecvStream {
                     // At the ceiling, every buffer leased out — perhaps to frames that cannot
                     // complete until more data arrives, which would need a buffer. Make progress
                     // without the pool: one plain receive into a buffer of our own, then re-arm.
-                    let size = Core::with(|core| {
-                        core.with_pool(group, |p| {
-                            p.note_heap_fallback();
-                            p.buf_size()
-                        })
-                    })
-                    .unwrap_or(HEAP_RECV);
-                    self.heap = Some(ops::recv(self.fd.clone(), Vec::with_capacity(size), false));
+                    Core::with(|core| core.with_pool(group, |p| p.note_heap_fallback())).ok();
+                    // A stream group's size; and from a dry small group, the connection moves to
+                    // the stream group, as a small buffer that fills would have moved it.
+                    self.group = Group::Stream;
+                    self.heap = Some(ops::recv(self.fd.clone(), Vec::with_capacity(HEAP_RECV), false));
                 }
                 continue;
             }

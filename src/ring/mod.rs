@@ -360,6 +360,17 @@ impl Ring {
         }
     }
 
+    /// Asks the kernel to end the single-shot operation `key` now if it is still waiting; it then
+    /// completes (with `ECANCELED` if the cancel caught it, or with what it had done).
+    pub(crate) fn cancel_single(&mut self, key: usize) {
+        let generation = self.ops[key].generation;
+        if let State::Waiting(_) = self.ops[key].state {
+            let cancel = opcode::AsyncCancel::new(user_data(key, generation)).build().user_data(TOKEN_IGNORE);
+            // SAFETY: a cancel request holds no pointers.
+            let _ = unsafe { self.push(&cancel) };
+        }
+    }
+
     /// The error that made this ring unusable, if any: an `io_uring_enter` failure other than
     /// the transient `EINTR`, `EAGAIN` and `EBUSY`.
     pub fn failure(&self) -> Option<&io::Error> {

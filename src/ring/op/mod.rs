@@ -113,6 +113,16 @@ impl<T: 'static> Op<T> {
     }
 }
 
+impl<T: 'static> Op<T> {
+    /// Asks the kernel to end the operation now if it has not completed; awaiting it then gives
+    /// its completion (`ECANCELED`, or what it had done before the cancel caught it).
+    pub(crate) fn cancel(&self) {
+        if let Some(key) = self.key {
+            with_ring(|r| r.cancel_single(key));
+        }
+    }
+}
+
 impl<T: 'static> Unpin for Op<T> {}
 
 impl<T: 'static> Future for Op<T> {
