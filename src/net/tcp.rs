@@ -158,8 +158,7 @@ impl TcpStream {
             probed: false,
             group: Group::Small,
             armed: Group::Small,
-            armed_epoch: 0,
-            dry: 0,
+            dry: Dry::default(),
         }
     }
 
@@ -199,6 +198,48 @@ const HEAP_RECV: usize = 64 * 1024;
 /// that keeps up.
 pub const RECV_QUEUE_CAP: u16 = 16;
 
+/// A receive's standing with its buffer group, for [`crate::buf::BufPool::refill`]: the group's
+/// epoch when the receive was armed, and how many `ENOBUFS` it met in a row since its last data.
+/// Shared by the stream and datagram receives.
+#[derive(Debug, Default)]
+pub(super) struct Dry {
+    armed_epoch: u64,
+    repeats: u32,
+}
+
+impl Dry {
+    /// A receive on `group` is about to be armed (registering the group on first use).
+    pub(super) fn arm(&mut self, group: Group) -> io::Result<()> {
+        self.armed_epoch = Core::with(|c| c.with_pool(group, |p| p.epoch()))?;
+        Ok(())
+    }
+
+    /// The receive met `ENOBUFS`: whether re-arming is worth it (else a heap buffer).
+    pub(super) fn refill(&mut self, group: Group) -> io::Result<bool> {
+        let (armed, repeats) = (self.armed_epoch, self.repeats);
+        self.repeats += 1;
+        Core::with(|core| core.with_pool(group, |p| p.refill(armed, repeats)))
+    }
+
+    /// Data arrived.
+    pub(super) fn data(&mut self) {
+        self.repeats = 0;
+    }
+}
+
+/// The next completion of the multishot receive in `slot`; `None` once the kernel ended it. The
+/// slot is emptied when the operation ends (a completion without `F_MORE`, or none), so the next
+/// call arms a new one.
+pub(super) async fn next_of<T: 'static>(
+    slot: &mut Option<crate::ring::OpStream<T>>,
+) -> Option<crate::ring::Completion> {
+    let c = slot.as_mut()?.next().await;
+    if c.is_none_or(|c| !c.more()) {
+        *slot = None;
+    }
+    c
+}
+
 /// Chunks received on a stream, leased from the core's buffer pool (see [`TcpStream::recv_stream`]).
 pub struct RecvStream {
     fd: SharedFd,
@@ -217,10 +258,8 @@ pub struct RecvStream {
     group: Group,
     /// The group of the receive in flight.
     armed: Group,
-    /// The pool's epoch when that receive was armed (see `BufPool::refill`).
-    armed_epoch: u64,
-    /// `ENOBUFS` in a row since the last data.
-    dry: u32,
+    /// Its standing with its buffer group after `ENOBUFS`.
+    dry: Dry,
 }
 
 impl RecvStream {
@@ -278,9 +317,8 @@ impl RecvStream {
         loop {
             if !self.probed {
                 if self.probe.is_none() {
-                    match Core::with(|c| c.with_pool(Group::Small, |p| p.epoch())) {
-                        Ok(epoch) => self.armed_epoch = epoch,
-                        Err(e) => return Some(Err(e)),
+                    if let Err(e) = self.dry.arm(Group::Small) {
+                        return Some(Err(e));
                     }
                     self.probe =
                         Some(ops::recv_select(self.fd.clone(), Group::Small.bgid(), discard_for(Group::Small)));
@@ -288,11 +326,7 @@ impl RecvStream {
                 let (c, _) = self.probe.as_mut().expect("armed above").await;
                 self.probe = None;
                 if c.result() == -libc::ENOBUFS {
-                    let (armed, repeats) = (self.armed_epoch, self.dry);
-                    self.dry += 1;
-                    let refilled =
-                        Core::with(|core| core.with_pool(Group::Small, |p| p.refill(armed, repeats))).unwrap_or(false);
-                    if !refilled {
+                    if !self.dry.refill(Group::Small).unwrap_or(false) {
                         // The small group is dry at its ceiling: go on with a multishot receive
                         // on the stream group, whose own fall-back is a heap receive.
                         self.probed = true;
@@ -312,7 +346,7 @@ impl RecvStream {
                 });
                 match taken {
                     Ok((Some(b), size)) => {
-                        self.dry = 0;
+                        self.dry.data();
                         if b.len() == size {
                             // It filled a small buffer: bulk data, the stream group from now on.
                             self.group = Group::Stream;
@@ -326,7 +360,7 @@ impl RecvStream {
             if let Some(op) = self.heap.as_mut() {
                 let (c, (_, mut buf)) = op.await;
                 self.heap = None;
-                self.dry = 0;
+                self.dry.data();
                 return match c.into_result() {
                     Ok(0) => None,
                     Ok(n) => {
@@ -343,34 +377,20 @@ impl RecvStream {
                     Err(e) => Some(Err(e)),
                 };
             }
-            let op = match &mut self.op {
-                Some(op) => op,
-                None => {
-                    // The pool must exist before a receive selects from it.
-                    match Core::with(|c| c.with_pool(self.group, |p| p.epoch())) {
-                        Ok(epoch) => self.armed_epoch = epoch,
-                        Err(e) => return Some(Err(e)),
-                    }
-                    let op = ops::recv_multi(self.fd.clone(), self.group.bgid(), discard_for(self.group));
-                    op.cap(RECV_QUEUE_CAP);
-                    self.armed = self.group;
-                    self.op.insert(op)
+            if self.op.is_none() {
+                // The pool must exist before a receive selects from it.
+                if let Err(e) = self.dry.arm(self.group) {
+                    return Some(Err(e));
                 }
-            };
-            let Some(c) = op.next().await else {
-                self.op = None;
-                continue;
-            };
-            if !c.more() {
-                // The kernel ended this multishot; the next call arms a new one.
-                self.op = None;
+                let op = ops::recv_multi(self.fd.clone(), self.group.bgid(), discard_for(self.group));
+                op.cap(RECV_QUEUE_CAP);
+                self.armed = self.group;
+                self.op = Some(op);
             }
+            let Some(c) = next_of(&mut self.op).await else { continue };
             let group = self.armed;
             if c.result() == -libc::ENOBUFS {
-                let (armed, repeats) = (self.armed_epoch, self.dry);
-                self.dry += 1;
-                let refilled = Core::with(|core| core.with_pool(group, |p| p.refill(armed, repeats))).unwrap_or(false);
-                if !refilled {
+                if !self.dry.refill(group).unwrap_or(false) {
                     // At the ceiling, every buffer leased out — perhaps to frames that cannot
                     // complete until more data arrives, which would need a buffer. Make progress
                     // without the pool: one plain receive into a buffer of our own, then re-arm.
@@ -397,7 +417,7 @@ impl RecvStream {
                 })
             }) {
                 Ok((d, size)) => {
-                    self.dry = 0;
+                    self.dry.data();
                     if group == Group::Small && c.result() as usize == size && self.group == Group::Small {
                         // A small buffer filled up: this connection moves bulk data. End this
                         // receive (what it already took still arrives, in order) and arm the

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::tcp::{next_of, Dry};
 use super::NetError;
 use crate::buf::Group;
 use crate::ring::ops::{self, IoBuf, SharedFd};
@@ -60,7 +61,7 @@ impl UdpSocket {
     /// Datagrams as they arrive, with a multishot `RECVMSG` into this core's datagram buffer group
     /// (no buffer is held while nothing arrives; each datagram is a slice of its pool buffer).
     pub fn recv_stream(&self) -> DatagramStream {
-        DatagramStream { fd: self.fd.clone(), op: None, heap: None, armed_epoch: 0, dry: 0 }
+        DatagramStream { fd: self.fd.clone(), op: None, heap: None, dry: Dry::default() }
     }
 }
 
@@ -82,9 +83,8 @@ pub struct DatagramStream {
     /// A receive into a heap buffer (the group was dry at its ceiling), kept here so that a
     /// caller dropping `next()` mid-wait loses no datagram: the next call picks it up.
     heap: Option<crate::ring::Op<ops::DatagramData>>,
-    armed_epoch: u64,
-    /// `ENOBUFS` in a row since the last datagram.
-    dry: u32,
+    /// Its standing with the datagram group after `ENOBUFS`.
+    dry: Dry,
 }
 
 impl DatagramStream {
@@ -96,35 +96,23 @@ impl DatagramStream {
             if let Some(op) = self.heap.as_mut() {
                 let (c, data) = op.await;
                 self.heap = None;
-                self.dry = 0;
+                self.dry.data();
                 let mut buf = data.buf;
                 let n = c.into_result()? as usize;
                 ops::received(&mut buf, n);
                 // Copied to its length: the cold path, and the 64 KiB allocation goes at once.
                 return Ok(Datagram { peer: data.msg.peer(), data: Bytes::copy_from_slice(&buf), truncated: false });
             }
-            let op = match &mut self.op {
-                Some(op) => op,
-                None => {
-                    self.armed_epoch = Core::with(|c| c.with_pool(Group::Datagram, |p| p.epoch()))?;
-                    let op = ops::recvmsg_multi(self.fd.clone(), Group::Datagram.bgid(), discard_for(Group::Datagram));
-                    op.cap(super::RECV_QUEUE_CAP);
-                    self.op.insert(op)
-                }
-            };
-            let Some(c) = op.next().await else {
-                self.op = None;
-                continue;
-            };
-            if !c.more() {
-                self.op = None;
+            if self.op.is_none() {
+                self.dry.arm(Group::Datagram)?;
+                let op = ops::recvmsg_multi(self.fd.clone(), Group::Datagram.bgid(), discard_for(Group::Datagram));
+                op.cap(super::RECV_QUEUE_CAP);
+                self.op = Some(op);
             }
+            let Some(c) = next_of(&mut self.op).await else { continue };
             match -c.result() {
                 libc::ENOBUFS => {
-                    let (armed, repeats) = (self.armed_epoch, self.dry);
-                    self.dry += 1;
-                    let refilled = Core::with(|core| core.with_pool(Group::Datagram, |p| p.refill(armed, repeats)))?;
-                    if !refilled {
+                    if !self.dry.refill(Group::Datagram)? {
                         Core::with(|core| core.with_pool(Group::Datagram, |p| p.note_heap_fallback()))?;
                         self.heap = Some(ops::recvmsg(self.fd.clone(), Vec::with_capacity(64 * 1024)));
                     }
@@ -141,7 +129,7 @@ impl DatagramStream {
             let Some((peer, range, truncated)) = ops::parse_datagram(&buf) else {
                 continue;
             };
-            self.dry = 0;
+            self.dry.data();
             return Ok(Datagram { peer, data: buf.slice(range), truncated });
         }
     }
