@@ -33,6 +33,17 @@ fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
     Ok((h[0], p))
 }
 
+/// Reads frames until a CLOSE (the server's HELLO may come first) and returns its payload; `None`
+/// if the stream ends or fails first.
+fn read_close(s: &mut TcpStream) -> Option<Vec<u8>> {
+    while let Ok((kind, p)) = read_frame(s) {
+        if kind == 3 {
+            return Some(p);
+        }
+    }
+    None
+}
+
 fn connect(server: &Server) -> TcpStream {
     let s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -121,15 +132,7 @@ fn each_bad_frame_closes_only_its_connection_with_a_reason() {
     for (name, bytes, code) in bad_inputs() {
         let mut s = connect(&server);
         s.write_all(&bytes).unwrap();
-        // Read frames until CLOSE (the server's HELLO may come first), then end of stream.
-        let mut close = None;
-        while let Ok((kind, p)) = read_frame(&mut s) {
-            if kind == 3 {
-                close = Some(p);
-                break;
-            }
-        }
-        let p = close.unwrap_or_else(|| panic!("{name}: no CLOSE frame"));
+        let p = read_close(&mut s).unwrap_or_else(|| panic!("{name}: no CLOSE frame"));
         assert_eq!(u16::from_be_bytes([p[0], p[1]]), code, "{name}: close code");
         assert!(!p[2..].is_empty(), "{name}: close reason is empty");
         let mut rest = Vec::new();
@@ -450,14 +453,7 @@ fn the_first_frame_is_judged_from_its_header() {
     for (header, code) in [([2u8, 0, 0, 0, 0, 0x10, 0, 0], 5u16), ([1u8, 0, 0, 0, 0, 0, 0x10, 1], 7u16)] {
         let mut s = connect(&server);
         s.write_all(&header).unwrap();
-        let mut close = None;
-        while let Ok((kind, p)) = read_frame(&mut s) {
-            if kind == 3 {
-                close = Some(p);
-                break;
-            }
-        }
-        let p = close.expect("a CLOSE before any payload was sent");
+        let p = read_close(&mut s).expect("a CLOSE before any payload was sent");
         assert_eq!(u16::from_be_bytes([p[0], p[1]]), code);
     }
     let (code, out, _) = server.stop(Duration::from_secs(30));

@@ -30,15 +30,22 @@ fn one_core() -> RuntimeConfig {
     RuntimeConfig { cpus: vec![None], handle_signals: false, name: "pool".into() }
 }
 
-#[test]
-fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
-    let (t, fd, expect) = written(256 * 1024, 7);
+/// Receives `total` patterned bytes on one core with the stream group laid out as `cfg`, keeping
+/// the chunks and calling `hold` with those kept after each; then drops them, lets the core
+/// republish them, and returns whether the bytes came through intact and the stream group's
+/// counters.
+fn receive_holding(
+    total: usize,
+    mul: usize,
+    cfg: PoolConfig,
+    hold: fn(&mut Vec<bytes::Bytes>),
+) -> (bool, ringnode::buf::PoolStats) {
+    let (t, fd, expect) = written(total, mul);
     let out = runtime::run(one_core(), move |_| {
         let fd = fd.lock().unwrap().take().unwrap();
         let expect = expect.clone();
         async move {
-            // Four 4 KiB buffers: holding them all empties the ring.
-            configure(PoolConfig { buf_size: 4096, count: 4, max_count: 4 });
+            configure(cfg);
             let stream = TcpStream::from_fd(fd);
             let mut rx = stream.recv_stream();
             let mut got = Vec::new();
@@ -47,29 +54,36 @@ fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
                 let chunk = rx.next().await.expect("stream open").expect("no error");
                 got.extend_from_slice(&chunk);
                 held.push(chunk);
-                if held.len() == 4 {
-                    // Give them back a little later, from a task: meanwhile the receive finds
-                    // the ring empty.
-                    let batch = std::mem::take(&mut held);
-                    runtime::spawn(async move {
-                        runtime::sleep(Duration::from_millis(5)).await;
-                        drop(batch);
-                    });
-                }
+                hold(&mut held);
             }
             // Let the tasks holding the last leases drop them, and the core republish them.
             drop(held);
             runtime::sleep(Duration::from_millis(50)).await;
-            let stats = stats();
-            (got == expect, stats.enobufs, stats.recycled)
+            (got == expect, stats())
         }
     })
     .unwrap();
     t.join().unwrap().unwrap();
-    let (same, enobufs, recycled) = out[0];
+    out[0]
+}
+
+#[test]
+fn an_exhausted_pool_rearms_the_receive_and_loses_nothing() {
+    // Four 4 KiB buffers: holding them all empties the ring.
+    let (same, st) = receive_holding(256 * 1024, 7, PoolConfig { buf_size: 4096, count: 4, max_count: 4 }, |held| {
+        if held.len() == 4 {
+            // Give them back a little later, from a task: meanwhile the receive finds the ring
+            // empty.
+            let batch = std::mem::take(held);
+            runtime::spawn(async move {
+                runtime::sleep(Duration::from_millis(5)).await;
+                drop(batch);
+            });
+        }
+    });
     assert!(same, "data differs after running the pool dry");
-    assert!(enobufs > 0, "the pool never ran dry");
-    assert!(recycled > 0);
+    assert!(st.enobufs > 0, "the pool never ran dry");
+    assert!(st.recycled > 0);
 }
 
 fn configure(cfg: PoolConfig) {
@@ -84,31 +98,13 @@ fn stats() -> ringnode::buf::PoolStats {
 /// pool (up to its ceiling) instead of falling back to heap buffers, and loses no data.
 #[test]
 fn a_pool_whose_buffers_are_all_held_grows_instead_of_falling_back_to_the_heap() {
-    let (t, fd, expect) = written(256 * 1024, 11);
-    let out = runtime::run(one_core(), move |_| {
-        let fd = fd.lock().unwrap().take().unwrap();
-        let expect = expect.clone();
-        async move {
-            // Four 4 KiB buffers, growing to 64: holding every chunk forces growth.
-            configure(PoolConfig { buf_size: 4096, count: 4, max_count: 64 });
-            let stream = TcpStream::from_fd(fd);
-            let mut rx = stream.recv_stream();
-            let mut got = Vec::new();
-            let mut held = Vec::new();
-            while got.len() < expect.len() {
-                let chunk = rx.next().await.expect("stream open").expect("no error");
-                got.extend_from_slice(&chunk);
-                held.push(chunk);
-                if held.len() == 48 {
-                    held.clear();
-                }
-            }
-            (got == expect, stats())
+    // Four 4 KiB buffers, growing to 64: holding every chunk forces growth.
+    let cfg = PoolConfig { buf_size: 4096, count: 4, max_count: 64 };
+    let (same, st) = receive_holding(256 * 1024, 11, cfg, |held| {
+        if held.len() == 48 {
+            held.clear();
         }
-    })
-    .unwrap();
-    t.join().unwrap().unwrap();
-    let (same, st) = out[0];
+    });
     assert!(same, "data differs after the pool grew");
     assert!(st.grown >= 2, "the pool did not grow: {st:?}");
     assert!(st.buffers > 4 && st.buffers <= 64, "{st:?}");

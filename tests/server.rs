@@ -12,18 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringnode::net::Limits;
-use ringnode::runtime::{self, CoreInfo, Placement, RuntimeConfig};
-use ringnode::server::{Connection, Server, ServerConfig, Service};
+use ringnode::runtime::{self, CoreInfo, Placement};
+use ringnode::server::{Connection, Server, Service};
 
 use common::Server as Proc;
 
 /// Two-core tests run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn two_cores() -> RuntimeConfig {
-    RuntimeConfig { cpus: vec![None, None], handle_signals: false, name: "srv".into() }
-}
 
 /// `GET path` on the admin endpoint: (status, body).
 fn get(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
@@ -157,17 +152,7 @@ impl Service for ByKey {
 #[test]
 fn a_connection_moves_to_the_core_that_owns_its_key_with_what_was_already_read() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = Server::start(
-        ServerConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            limits: Limits::default(),
-            stop_grace: Duration::from_secs(2),
-            admin: None,
-            runtime: two_cores(),
-        },
-        ByKey,
-    )
-    .expect("io_uring available");
+    let server = Server::start(common::loopback_server(2), ByKey).expect("io_uring available");
     let addr = server.local_addr().unwrap();
     let placement = Placement::new(2);
     let keys: Vec<String> = (0..16).map(|i| format!("node-{i}")).collect();

@@ -4,15 +4,18 @@
 //! connection in place after its INFO line (as NATS does), with the client's first transport
 //! bytes arriving in the same packet as its upgrade request.
 
+#![allow(unsafe_code)] // kill(2) in the shared child-process helpers
+
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream as StdStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ringnode::net::{Limits, Transport, TransportError, Upgradable};
-use ringnode::runtime::RuntimeConfig;
-use ringnode::server::{Connection, Server, ServerConfig, Service};
+use ringnode::net::{Transport, TransportError, Upgradable};
+use ringnode::server::{Connection, Server, Service};
 
 /// Records: `0xAA key` (the handshake: each side's key), then `len_hi len_lo data…` with each byte
 /// XORed with the sender's key. The server answers the client's key with its own from inside
@@ -174,17 +177,7 @@ impl Service for UpgradeEcho {
 
 #[test]
 fn a_plaintext_connection_upgrades_in_place_to_a_transport_that_writes_while_reading() {
-    let server = Server::start(
-        ServerConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            limits: Limits::default(),
-            stop_grace: Duration::from_secs(2),
-            admin: None,
-            runtime: RuntimeConfig { cpus: vec![None], handle_signals: false, name: "tr".into() },
-        },
-        UpgradeEcho,
-    )
-    .expect("io_uring available");
+    let server = Server::start(common::loopback_server(1), UpgradeEcho).expect("io_uring available");
     let mut c = StdStream::connect(server.local_addr().unwrap()).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut info = [0u8; 11];

@@ -365,7 +365,7 @@ impl SendQueue {
     }
 
     /// Sends everything queued, resuming after short writes (not cancel-safe: see
-    /// [`Sender::send`]).
+    /// [`Sender::flush`]).
     pub async fn flush(&mut self) -> io::Result<()> {
         self.flush_observed(|_| {}).await
     }

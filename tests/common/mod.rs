@@ -165,3 +165,19 @@ pub fn skip(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
+
+/// A library server's settings for a test: loopback, any port, default limits, a 2 s stop grace,
+/// no admin endpoint, `cores` unpinned cores.
+pub fn loopback_server(cores: usize) -> ringnode::server::ServerConfig {
+    ringnode::server::ServerConfig {
+        listen: Some("127.0.0.1:0".parse().expect("an address")),
+        limits: ringnode::net::Limits::default(),
+        stop_grace: Duration::from_secs(2),
+        admin: None,
+        runtime: ringnode::runtime::RuntimeConfig {
+            cpus: vec![None; cores],
+            handle_signals: false,
+            name: "srv".into(),
+        },
+    }
+}
