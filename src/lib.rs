@@ -30,3 +30,4 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod sys;
+pub mod throughput;

@@ -71,6 +71,9 @@ pub enum Command {
     },
     /// Load generator: echo, stream, framed, connect or http; closed loop, or open loop at a rate.
     Load(Box<LoadArgs>),
+    /// Network throughput tests that speak iperf3's protocol: `perf server` (iperf3 -s) and
+    /// `perf client --target HOST` (iperf3 -c HOST), against each other or against iperf3.
+    Perf(Box<super::perf::PerfArgs>),
     /// Merges HdrHistogram interval logs from `load --hdr-log` (histograms added, never
     /// percentiles averaged), prints the percentiles and optionally draws them as an SVG.
     Report {

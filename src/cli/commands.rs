@@ -66,6 +66,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             echo(listen, &cpus, udp, framed, limits, admin)
         }
         Command::Load(args) => load_cmd(*args, cli.log_format == super::LogFormat::Json),
+        Command::Perf(args) => super::perf::perf_cmd(*args),
         Command::Report { files, svg, json } => report_cmd(&files, svg.as_deref(), json),
         Command::Info { json } => info(json),
         Command::Demo { duration, connections, size, cpus, no_pin } => demo(duration, connections, size, cpus, no_pin),

@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+pub mod perf;
 
 pub use args::{
     parse_cpu_list, parse_duration, parse_size, parse_size_range, Cli, Command, CpuArgs, CpuList, LoadArgs, LoadMode,

@@ -5,7 +5,7 @@
 //! Knows nothing of what the bytes mean.
 
 mod limits;
-mod send;
+pub(crate) mod send;
 mod tcp;
 mod transport;
 mod udp;

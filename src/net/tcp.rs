@@ -80,6 +80,15 @@ impl TcpStream {
         Ok(TcpStream { fd, drained: std::cell::Cell::new(false) })
     }
 
+    /// Connects a socket its caller made and configured (buffer sizes, congestion control: options
+    /// that must be set before the handshake) to `addr`.
+    pub async fn connect_socket(socket: Socket, addr: SocketAddr) -> Result<TcpStream, NetError> {
+        let fd: SharedFd = Rc::new(socket.into());
+        let (c, (fd, _)) = ops::connect(fd, addr).await;
+        c.into_result().map_err(|e| NetError::at(addr, e))?;
+        Ok(TcpStream { fd, drained: std::cell::Cell::new(false) })
+    }
+
     /// Receives into the spare capacity of `buf`; returns the byte count (0 at end of stream) and
     /// the buffer with its length grown by that count.
     pub async fn recv(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {

@@ -58,10 +58,28 @@ impl UdpSocket {
         (c.into_result().map(|n| n as usize), data.buf)
     }
 
+    /// Sends `buf[offset..]` as one datagram (or, with `UDP_SEGMENT` set, as segments) to the
+    /// connected peer.
+    pub async fn send<B: IoBuf>(&self, buf: B, offset: usize) -> (io::Result<usize>, B) {
+        let (c, (_, buf)) = ops::send(self.fd.clone(), buf, offset).await;
+        (c.into_result().map(|n| n as usize), buf)
+    }
+
+    /// The descriptor, for socket options.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&*self.fd)
+    }
+
     /// Datagrams as they arrive, with a multishot `RECVMSG` into this core's datagram buffer group
     /// (no buffer is held while nothing arrives; each datagram is a slice of its pool buffer).
     pub fn recv_stream(&self) -> DatagramStream {
         DatagramStream { fd: self.fd.clone(), op: None, heap: None, dry: Dry::default() }
+    }
+}
+
+impl std::os::fd::AsFd for UdpSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&*self.fd)
     }
 }
 

@@ -120,6 +120,7 @@ pub struct ServerConfig {
 struct Handoff {
     fd: OwnedFd,
     buffered: Vec<Bytes>,
+    seq: u64,
 }
 
 /// What a core needs to place and serve connections.
@@ -143,9 +144,17 @@ pub struct Connection {
     pub buffered: Vec<Bytes>,
     entry: Rc<Entry>,
     handoffs: Mailboxes<Handoff>,
+    seq: u64,
 }
 
 impl Connection {
+    /// The connection's place in the order the server accepted connections (from 0; kept when it
+    /// moves): connections a client opened one after another compare in that order, whichever
+    /// cores they were served on.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// The socket.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
@@ -165,6 +174,19 @@ impl Connection {
         let _ = self.stream.close().await;
     }
 
+    /// Takes the socket off the registry (its limits no longer apply) and hands it to the caller,
+    /// who closes it; the connection back if an operation still holds the socket.
+    pub fn into_stream(self) -> Result<TcpStream, Connection> {
+        let Connection { stream, entry, slot, handoffs, buffered, seq } = self;
+        match stream.into_fd() {
+            Ok(fd) => {
+                drop(slot);
+                Ok(TcpStream::from_fd(fd))
+            }
+            Err(stream) => Err(Connection { stream, buffered, entry, slot, handoffs, seq }),
+        }
+    }
+
     /// Moves the connection to core `core`, where the service serves it again with `buffered`
     /// (what was read here and not consumed, in order) as its [`Connection::buffered`]. The
     /// caller must have stopped receiving (see [`crate::net::RecvStream::finish`]) and sent what
@@ -173,19 +195,19 @@ impl Connection {
     /// Costs one mailbox message and one wake-up of the target core (see the README). A full
     /// mailbox gives the connection back.
     pub fn move_to(self, core: usize, buffered: Vec<Bytes>) -> Result<(), Connection> {
-        let Connection { stream, entry, slot, handoffs, buffered: old } = self;
+        let Connection { stream, entry, slot, handoffs, buffered: old, seq } = self;
         let fd = match stream.into_fd() {
             Ok(fd) => fd,
-            Err(stream) => return Err(Connection { stream, buffered: old, entry, slot, handoffs }),
+            Err(stream) => return Err(Connection { stream, buffered: old, entry, slot, handoffs, seq }),
         };
-        match handoffs.send(core, Handoff { fd, buffered }) {
+        match handoffs.send(core, Handoff { fd, buffered, seq }) {
             Ok(()) => {
                 // Off this core's registry (the target lists it when it takes it).
                 drop(slot);
                 Registry::here().bump(|s| s.moved += 1);
                 Ok(())
             }
-            Err(h) => Err(Connection { stream: TcpStream::from_fd(h.fd), buffered: h.buffered, entry, slot, handoffs }),
+            Err(h) => Err(Connection { stream: TcpStream::from_fd(h.fd), buffered: h.buffered, entry, slot, handoffs, seq }),
         }
     }
 }
@@ -282,12 +304,12 @@ impl<S: Service> Server<S> {
 }
 
 /// Registers `fd` on this core and serves it as a task.
-fn serve_here<S: Service>(shared: &Arc<Shared<S>>, fd: OwnedFd, buffered: Vec<Bytes>) {
+fn serve_here<S: Service>(shared: &Arc<Shared<S>>, fd: OwnedFd, buffered: Vec<Bytes>, seq: u64) {
     let reg = Registry::here();
     reg.bump(|s| s.served += 1);
     let (slot, entry) = reg.insert(std::os::fd::AsRawFd::as_raw_fd(&fd), shared.limits);
     let stream = TcpStream::from_fd(fd);
-    let conn = Connection { stream, buffered, entry, slot, handoffs: shared.handoffs.clone() };
+    let conn = Connection { stream, buffered, entry, slot, handoffs: shared.handoffs.clone(), seq };
     runtime::spawn_detached(shared.service.clone().serve(conn));
 }
 
@@ -309,7 +331,7 @@ async fn core_main<S: Service>(
         loop {
             rx.recv_batch(&mut batch, 64).await;
             for h in batch.drain(..) {
-                serve_here(&s, h.fd, h.buffered);
+                serve_here(&s, h.fd, h.buffered, h.seq);
             }
         }
     });
@@ -357,15 +379,18 @@ async fn core_main<S: Service>(
             let placement = Placement::new(core.count);
             let me = core.index;
             let s = shared.clone();
+            let mut next_seq = 0u64;
             let accepted = accept_loop(fd, |conn| {
                 Registry::here().bump(|st| st.accepted += 1);
                 let target = placement.next();
+                let seq = next_seq;
+                next_seq += 1;
                 if target == me {
-                    serve_here(&s, conn, Vec::new());
-                } else if let Err(h) = s.handoffs.send(target, Handoff { fd: conn, buffered: Vec::new() }) {
+                    serve_here(&s, conn, Vec::new(), seq);
+                } else if let Err(h) = s.handoffs.send(target, Handoff { fd: conn, buffered: Vec::new(), seq }) {
                     // That core's mailbox is full: serve the connection here rather than drop it.
                     Registry::here().bump(|st| st.placed_here_when_full += 1);
-                    serve_here(&s, h.fd, h.buffered);
+                    serve_here(&s, h.fd, h.buffered, h.seq);
                 }
             })
             .await;

@@ -170,6 +170,70 @@ pub fn process_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// User and system CPU time of the whole process, in seconds, apart.
+pub fn process_cpu_split() -> (f64, f64) {
+    // SAFETY: rusage is plain data; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
+/// What `TCP_INFO` tells of a connection (the fields a throughput report shows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// Congestion window, bytes (segments times the send MSS).
+    pub snd_cwnd_bytes: u64,
+    /// The peer's advertised window, bytes (0 where the kernel does not say).
+    pub snd_wnd: u32,
+    /// Smoothed round-trip time and its variance, microseconds.
+    pub rtt_us: u32,
+    /// Round-trip time variance, microseconds.
+    pub rttvar_us: u32,
+    /// Path MTU.
+    pub pmtu: u32,
+}
+
+/// `TCP_INFO` of a TCP socket. Read as bytes at the kernel's fixed offsets (`struct tcp_info` of
+/// `linux/tcp.h`), so that fields newer than the C library's copy of the struct are readable.
+pub fn tcp_info(fd: std::os::fd::RawFd) -> Option<TcpInfo> {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `buf`, which is that long, and stores the
+    // length written in `len`.
+    let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len) };
+    if r != 0 || (len as usize) < 104 {
+        return None;
+    }
+    let u32_at = |off: usize| u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
+    Some(TcpInfo {
+        total_retrans: u32_at(100),
+        snd_cwnd_bytes: u64::from(u32_at(80)) * u64::from(u32_at(16)),
+        snd_wnd: if len as usize >= 232 { u32_at(228) } else { 0 },
+        rtt_us: u32_at(68),
+        rttvar_us: u32_at(72),
+        pmtu: u32_at(60),
+    })
+}
+
+/// Sets an integer socket option (for options `socket2` does not name: `UDP_SEGMENT`, `UDP_GRO`).
+pub fn set_int_option(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<i32>()` bytes from a live i32.
+    let r = unsafe {
+        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), std::mem::size_of::<i32>() as libc::socklen_t)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Aborts a TCP connection now: `SO_LINGER` of zero and a disconnect (`connect` to `AF_UNSPEC`),
 /// so the kernel drops what is queued to send (and lets go of zero-copy buffers it still held for
 /// it), sends a reset, and every operation waiting on the socket completes. The descriptor stays

@@ -1,0 +1,503 @@
+//! A test's data streams on one core: senders that keep several sends in flight (so that many go
+//! into the kernel per ring enter), receivers on the buffer groups' multishot receives, counters a
+//! reporter samples, and a stop that lets in-flight data land before anything is counted as final.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::udp::{self, Pacer, UdpReceiver};
+use super::Flag;
+use crate::net::{TcpStream, UdpSocket};
+use crate::runtime::{self, Either};
+use crate::sys::TcpInfo;
+
+/// How long a stopped receiver waits for more before it takes the stream as finished, when the
+/// peer does not end the stream (iperf3 leaves its data connections open until the results).
+pub const QUIET: Duration = Duration::from_millis(250);
+/// The longest a stop waits for in-flight sends and for receivers to drain.
+pub const DRAIN_MAX: Duration = Duration::from_secs(3);
+
+/// A data connection.
+pub enum Sock {
+    /// A TCP stream.
+    Tcp(Rc<TcpStream>),
+    /// A connected UDP socket.
+    Udp(Rc<UdpSocket>),
+}
+
+/// One data stream of a test.
+pub struct DataStream {
+    /// iperf3's stream id.
+    pub id: i32,
+    /// This side sends on it.
+    pub sender: bool,
+    /// The socket.
+    pub sock: Sock,
+    /// Its local address.
+    pub local: SocketAddr,
+    /// Its peer's address.
+    pub peer: SocketAddr,
+    /// The descriptor number (iperf3's reports name streams by it).
+    pub fd: i32,
+}
+
+impl DataStream {
+    fn raw_fd(&self) -> i32 {
+        self.fd
+    }
+}
+
+/// What a stream counted so far.
+#[derive(Default)]
+pub struct Counters {
+    /// Bytes sent (sender) or received (receiver).
+    pub bytes: Cell<u64>,
+    /// Datagrams sent (UDP sender).
+    pub packets: Cell<u64>,
+    /// The UDP receiver's counts.
+    pub udp: Cell<UdpReceiver>,
+    /// Send operations completed (each a write of the block size, or a GSO batch).
+    pub sends: Cell<u64>,
+    /// Zero-copy sends whose data the kernel copied after all.
+    pub zc_copied: Cell<u64>,
+    /// Zero-copy sends that went without a copy.
+    pub zc_zero_copy: Cell<u64>,
+    /// When the stream stopped counting.
+    pub ended: Cell<Option<Instant>>,
+    /// The peer ended the stream (receivers).
+    pub eof: Cell<bool>,
+    /// When data last arrived (receivers).
+    pub last_data: Cell<Option<Instant>>,
+    /// Why the stream failed, if it did.
+    pub error: RefCell<Option<String>>,
+}
+
+/// A snapshot of one stream, for interval reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Bytes so far.
+    pub bytes: u64,
+    /// Datagrams sent so far (UDP sender).
+    pub packets: u64,
+    /// UDP receiver counts so far.
+    pub udp: UdpReceiver,
+    /// `TCP_INFO` (TCP senders).
+    pub tcp: Option<TcpInfo>,
+}
+
+/// How the streams run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Bytes per write (per datagram for UDP).
+    pub len: usize,
+    /// Bits/s per stream (0: as fast as possible).
+    pub bitrate: u64,
+    /// Bytes all sending streams together send (0: no limit).
+    pub bytes: u64,
+    /// Blocks all sending streams together send (0: no limit).
+    pub blocks: u64,
+    /// Bytes all receiving streams together receive before the test may end (0: no limit).
+    pub receive_target: u64,
+    /// Zero-copy sends (TCP).
+    pub zerocopy: bool,
+    /// UDP segmentation offload: this many datagrams per send (1: off).
+    pub gso_segments: usize,
+    /// UDP receive offload is on: received buffers hold several datagrams of `len` bytes.
+    pub gro: bool,
+    /// UDP sequence numbers are 64 bits.
+    pub counters_64bit: bool,
+}
+
+/// What the streams of a test share: the send budget, the receive target, the stop flags.
+struct Shared {
+    plan: Plan,
+    /// Bytes (or blocks, as bytes) the senders may still send; `None`: no limit.
+    budget: Cell<Option<u64>>,
+    received: Cell<u64>,
+    /// Set when the senders spent the budget or the receivers reached their target.
+    done: Flag,
+    /// Stop sending; receivers drain.
+    stop: Flag,
+    /// Stop everything now.
+    hard: Flag,
+    /// When the stop came.
+    stop_at: Cell<Option<Instant>>,
+}
+
+impl Shared {
+    /// Takes up to `want` bytes of the budget (0 when it is spent).
+    fn take(&self, want: usize) -> usize {
+        match self.budget.get() {
+            None => want,
+            Some(left) => {
+                let n = (left as usize).min(want);
+                self.budget.set(Some(left - n as u64));
+                if left - n as u64 == 0 {
+                    self.done.set();
+                }
+                n
+            }
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        if let Some(left) = self.budget.get() {
+            self.budget.set(Some(left + n as u64));
+        }
+    }
+
+    fn received(&self, n: usize) {
+        let total = self.received.get() + n as u64;
+        self.received.set(total);
+        if self.plan.receive_target > 0 && total >= self.plan.receive_target {
+            self.done.set();
+        }
+    }
+}
+
+/// The streams of a running test.
+pub struct Streams {
+    /// The streams and their counters, in id order.
+    pub list: Vec<(DataStream, Rc<Counters>)>,
+    shared: Rc<Shared>,
+    senders: Vec<runtime::JoinHandle<()>>,
+    receivers: Vec<runtime::JoinHandle<()>>,
+    /// When the streams started.
+    pub started: Instant,
+}
+
+/// How many sends a TCP stream keeps in flight: enough that small writes go many per enter.
+fn tcp_depth(len: usize) -> usize {
+    (256 * 1024 / len.max(1)).clamp(2, 32)
+}
+
+/// Starts every stream's task on this core.
+pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
+    let budget = if plan.bytes > 0 {
+        Some(plan.bytes)
+    } else if plan.blocks > 0 {
+        Some(plan.blocks * plan.len as u64)
+    } else {
+        None
+    };
+    let shared =
+        Rc::new(Shared { plan, budget: Cell::new(budget), received: Cell::new(0), done: Flag::new(), stop: Flag::new(), hard: Flag::new(), stop_at: Cell::new(None) });
+    let started = runtime::now();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let list: Vec<(DataStream, Rc<Counters>)> = list.into_iter().map(|s| (s, Rc::new(Counters::default()))).collect();
+    for (s, c) in &list {
+        match (&s.sock, s.sender) {
+            (Sock::Tcp(t), true) => {
+                for _ in 0..tcp_depth(shared.plan.len) {
+                    senders.push(runtime::spawn(tcp_sender(t.clone(), c.clone(), shared.clone())));
+                }
+            }
+            (Sock::Tcp(t), false) => receivers.push(runtime::spawn(tcp_receiver(t.clone(), c.clone(), shared.clone()))),
+            (Sock::Udp(u), true) => {
+                let pacer = Rc::new(RefCell::new(Pacer::new(started, shared.plan.bitrate, shared.plan.len)));
+                let seq = Rc::new(Cell::new(0u64));
+                let depth = if shared.plan.gso_segments > 1 { 4 } else { 16 };
+                for _ in 0..depth {
+                    senders.push(runtime::spawn(udp_sender(u.clone(), c.clone(), shared.clone(), pacer.clone(), seq.clone())));
+                }
+            }
+            (Sock::Udp(u), false) => receivers.push(runtime::spawn(udp_receiver(u.clone(), c.clone(), shared.clone()))),
+        }
+    }
+    Streams { list, shared, senders, receivers, started }
+}
+
+impl Streams {
+    /// A snapshot of every stream, in order.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.list
+            .iter()
+            .map(|(s, c)| Sample {
+                bytes: c.bytes.get(),
+                packets: c.packets.get(),
+                udp: c.udp.get(),
+                tcp: match (&s.sock, s.sender) {
+                    (Sock::Tcp(_), true) => crate::sys::tcp_info(s.raw_fd()),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    /// Resolves when the senders spent the byte budget or the receivers reached their target.
+    pub fn done(&self) -> Flag {
+        self.shared.done.clone()
+    }
+
+    /// Stops sending, lets in-flight sends finish (at most [`DRAIN_MAX`]), ends the TCP streams
+    /// this side sends on, and waits for the receivers to drain: until the peer ends the stream,
+    /// or nothing arrived for [`QUIET`], or [`DRAIN_MAX`] passed.
+    pub async fn stop(&mut self) {
+        let deadline = runtime::now() + DRAIN_MAX;
+        self.shared.stop_at.set(Some(runtime::now()));
+        self.shared.stop.set();
+        for h in self.senders.drain(..) {
+            if runtime::timeout_at(deadline, h).await.is_err() {
+                self.shared.hard.set();
+            }
+        }
+        let now = runtime::now();
+        for (s, c) in &self.list {
+            if s.sender {
+                c.ended.set(Some(now));
+                if let Sock::Tcp(t) = &s.sock {
+                    let _ = runtime::timeout_at(deadline, t.shutdown_write()).await;
+                }
+            }
+        }
+        for h in self.receivers.drain(..) {
+            if runtime::timeout_at(deadline, h).await.is_err() {
+                self.shared.hard.set();
+            }
+        }
+        self.shared.hard.set();
+        let now = runtime::now();
+        for (_, c) in &self.list {
+            if c.ended.get().is_none() {
+                c.ended.set(Some(now));
+            }
+        }
+    }
+
+    /// When the last stream stopped counting (now, if one still counts).
+    pub fn ended_at(&self) -> Instant {
+        self.list.iter().map(|(_, c)| c.ended.get().unwrap_or_else(runtime::now)).max().unwrap_or_else(runtime::now)
+    }
+
+    /// Ends everything now (a failed test): in-flight operations are cancelled.
+    pub fn abort(&mut self) {
+        self.shared.stop.set();
+        self.shared.hard.set();
+        self.senders.clear();
+        self.receivers.clear();
+    }
+
+    /// Closes the sockets.
+    pub async fn close(self) {
+        for (s, _) in self.list {
+            if let Sock::Tcp(t) = s.sock {
+                if let Ok(t) = Rc::try_unwrap(t) {
+                    let _ = t.close().await;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` unless the hard stop comes first.
+async fn unless_hard<F: std::future::Future>(hard: &Flag, f: F) -> Option<F::Output> {
+    match runtime::select(f, hard.wait()).await {
+        Either::Left(v) => Some(v),
+        Either::Right(()) => None,
+    }
+}
+
+/// One of a TCP stream's in-flight senders: the same block again and again (iperf3's receivers
+/// count bytes and look at none of them).
+async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
+    thread_local! {
+        static BLOCKS: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    }
+    let len = sh.plan.len;
+    // One shared block per core and size: the kernel copies from it (or, zero-copy, reads it).
+    let block = BLOCKS.with(|b| {
+        let mut b = b.borrow_mut();
+        match b.as_ref() {
+            Some(x) if x.len() == len => x.clone(),
+            _ => {
+                let x = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+                *b = Some(x.clone());
+                x
+            }
+        }
+    });
+    while !sh.stop.is_set() {
+        let want = sh.take(len);
+        if want == 0 {
+            break;
+        }
+        let chunk = block.slice(..want);
+        let r = if sh.plan.zerocopy {
+            let Some((r, _, copied)) = unless_hard(&sh.hard, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
+            else {
+                sh.give_back(want);
+                return;
+            };
+            match copied {
+                Some(true) => c.zc_copied.set(c.zc_copied.get() + 1),
+                Some(false) => c.zc_zero_copy.set(c.zc_zero_copy.get() + 1),
+                None => {}
+            }
+            r
+        } else {
+            let Some((r, _)) = unless_hard(&sh.hard, t.send(chunk, 0)).await else {
+                sh.give_back(want);
+                return;
+            };
+            r
+        };
+        match r {
+            Ok(n) => {
+                c.bytes.set(c.bytes.get() + n as u64);
+                c.sends.set(c.sends.get() + 1);
+                sh.give_back(want - n);
+            }
+            Err(e) => {
+                sh.give_back(want);
+                c.error.borrow_mut().get_or_insert_with(|| format!("send: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// A TCP stream's receiver: counts what arrives until the peer ends the stream or, after the
+/// stop, until it goes quiet.
+async fn tcp_receiver(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
+    let mut rx = t.recv_stream();
+    loop {
+        let next = if sh.stop.is_set() {
+            match unless_hard(&sh.hard, runtime::timeout(QUIET, rx.next())).await {
+                Some(Ok(r)) => r,
+                _ => break,
+            }
+        } else {
+            match runtime::select(rx.next(), sh.stop.wait()).await {
+                Either::Left(r) => r,
+                Either::Right(()) => continue,
+            }
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                c.bytes.set(c.bytes.get() + chunk.len() as u64);
+                c.last_data.set(Some(runtime::now()));
+                sh.received(chunk.len());
+            }
+            Some(Err(e)) => {
+                c.error.borrow_mut().get_or_insert_with(|| format!("receive: {e}"));
+                break;
+            }
+            None => {
+                c.eof.set(true);
+                break;
+            }
+        }
+    }
+    receiver_ended(&c, &sh);
+}
+
+/// One of a UDP stream's in-flight senders: takes the next sequence numbers the pacer allows,
+/// writes their headers into its own buffer and sends (one datagram, or a GSO batch).
+async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc<RefCell<Pacer>>, seq: Rc<Cell<u64>>) {
+    let len = sh.plan.len;
+    let segs = sh.plan.gso_segments.max(1);
+    let mut buf = vec![0u8; len * segs];
+    while !sh.stop.is_set() {
+        let (n, next) = pacer.borrow().due(runtime::now(), segs as u64);
+        if n == 0 {
+            let wake = next.unwrap_or_else(|| runtime::now() + Duration::from_millis(1));
+            if unless_hard(&sh.stop, runtime::sleep_until(wake)).await.is_none() {
+                break;
+            }
+            continue;
+        }
+        let want = sh.take(n as usize * len);
+        if want == 0 {
+            break;
+        }
+        // Whole datagrams only (a budget that is not a multiple of the length sends one short).
+        let count = want.div_ceil(len);
+        pacer.borrow_mut().sent(count as u64);
+        let now = SystemTime::now();
+        let first = seq.get() + 1;
+        seq.set(seq.get() + count as u64);
+        for i in 0..count {
+            udp::write_header(&mut buf[i * len..], now, first + i as u64, sh.plan.counters_64bit);
+        }
+        buf.truncate(want);
+        let Some((r, b)) = unless_hard(&sh.hard, u.send(buf, 0)).await else { return };
+        buf = b;
+        buf.resize(len * segs, 0);
+        match r {
+            Ok(sent) => {
+                c.bytes.set(c.bytes.get() + sent as u64);
+                c.packets.set(c.packets.get() + count as u64);
+                c.sends.set(c.sends.get() + 1);
+            }
+            // A full socket buffer or an unreachable peer (ICMP) costs these datagrams, as it does
+            // iperf3's: counted as sent by neither side.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECONNREFUSED | libc::EAGAIN)) => {
+                sh.give_back(want);
+                runtime::sleep(Duration::from_micros(200)).await;
+            }
+            Err(e) => {
+                c.error.borrow_mut().get_or_insert_with(|| format!("send: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// A UDP stream's receiver: each datagram's header (several per buffer with receive offload) goes
+/// to the loss, order and jitter counts.
+async fn udp_receiver(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>) {
+    let mut rx = u.recv_stream();
+    let len = sh.plan.len.max(udp::header_len(sh.plan.counters_64bit));
+    loop {
+        let next = if sh.stop.is_set() {
+            match unless_hard(&sh.hard, runtime::timeout(QUIET, rx.next())).await {
+                Some(Ok(r)) => r,
+                _ => break,
+            }
+        } else {
+            match runtime::select(rx.next(), sh.stop.wait()).await {
+                Either::Left(r) => r,
+                Either::Right(()) => continue,
+            }
+        };
+        match next {
+            Ok(d) => {
+                let arrived = udp::wall_now();
+                let mut st = c.udp.get();
+                let stride = if sh.plan.gro { len } else { d.data.len().max(1) };
+                for seg in d.data.chunks(stride) {
+                    if let Some((sent, seq)) = udp::read_header(seg, sh.plan.counters_64bit) {
+                        st.datagram(sent, seq, arrived);
+                    }
+                }
+                c.udp.set(st);
+                c.last_data.set(Some(runtime::now()));
+                c.bytes.set(c.bytes.get() + d.data.len() as u64);
+                sh.received(d.data.len());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
+            Err(e) => {
+                c.error.borrow_mut().get_or_insert_with(|| format!("receive: {e}"));
+                break;
+            }
+        }
+    }
+    receiver_ended(&c, &sh);
+}
+
+/// A receiver's end: when its last data came, or the stop if data came after it (a receiver that
+/// waited out [`QUIET`] did not receive during the wait).
+fn receiver_ended(c: &Counters, sh: &Shared) {
+    let now = runtime::now();
+    let end = match (c.last_data.get(), sh.stop_at.get()) {
+        (Some(d), Some(s)) => d.max(s).min(now),
+        (None, Some(s)) => s,
+        _ => now,
+    };
+    c.ended.set(Some(end));
+}
