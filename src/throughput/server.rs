@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -421,12 +421,18 @@ async fn run_test_inner(
         return Ok(Outcome::Refused);
     }
     slot.accepting.set(true);
+    let total = params.total_streams();
+    // UDP: the socket that hears the first hello is bound before the client is asked for it (it
+    // sends its hello as soon as it reads CREATE_STREAMS).
+    let udp = match params.protocol {
+        Protocol::Udp => Some(UdpSetup::begin(svc, stream, &params).await?),
+        Protocol::Tcp => None,
+    };
     ctl.create_streams();
     transmit(stream, ctl).await?;
-    let total = params.total_streams();
-    let mut data = match params.protocol {
-        Protocol::Tcp => tcp_streams(slot, &params, total).await?,
-        Protocol::Udp => udp_streams(svc, stream, &params, total).await?,
+    let mut data = match udp {
+        None => tcp_streams(slot, &params, total).await?,
+        Some(setup) => setup.streams(&params, total).await?,
     };
     slot.accepting.set(false);
     slot.running.set(true);
@@ -636,67 +642,95 @@ pub fn udp_socket_on(addr: SocketAddr) -> Result<Socket, NetError> {
     Ok(s)
 }
 
-/// Takes the test's UDP streams: a listening socket on the server's port waits for each hello,
-/// is connected to its sender (so that its datagrams come to it alone) and answers; a fresh
-/// socket listens for the next.
-async fn udp_streams(svc: &Arc<PerfService>, control: &TcpStream, p: &Params, total: usize) -> Result<Vec<DataStream>, String> {
-    let deadline = runtime::now() + SETUP_TIMEOUT;
-    // One test at a time listens for hellos (they carry no cookie).
-    while svc.udp_setup.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        if runtime::now() >= deadline {
-            return Err("another test held the UDP set-up for 10 s".into());
-        }
-        runtime::sleep(Duration::from_millis(2)).await;
-    }
-    struct Release<'a>(&'a AtomicBool);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-        }
-    }
-    let _release = Release(&svc.udp_setup);
-    let local = control.local_addr().map_err(|e| e.to_string())?;
-    let bind = SocketAddr::new(svc.opts.listen.ip(), local.port());
-    let client_ip = control.peer_addr().map_err(|e| e.to_string())?.ip();
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
-        let listener = udp_socket_on(bind).map_err(|e| e.to_string())?;
-        let _ = listener.set_recv_buffer_size(4 << 20);
-        let _ = listener.set_send_buffer_size(4 << 20);
-        if p.window > 0 {
-            let _ = listener.set_recv_buffer_size(p.window as usize);
-            let _ = listener.set_send_buffer_size(p.window as usize);
-        }
-        let sock = UdpSocket::from_fd(listener.into());
-        let (peer, hello) = loop {
-            let r = runtime::timeout_at(deadline, sock.recv_from(Vec::with_capacity(64))).await;
-            let Ok((Ok((n, peer)), buf)) = r else {
-                return Err(format!("{} of {total} UDP streams said hello within 10 s", out.len()));
-            };
-            match peer {
-                // Another client's datagram: not this test's.
-                Some(a) if a.ip() == client_ip || a.ip().to_canonical() == client_ip.to_canonical() => break (a, buf[..n].to_vec()),
-                _ => continue,
-            }
-        };
-        if hello.len() != 4 {
-            return Err(format!("a UDP stream's hello was {} bytes, not 4", hello.len()));
-        }
-        let fd = sock.raw_fd();
-        let sref = socket2::SockRef::from(&sock);
-        sref.connect(&peer.into()).map_err(|e| format!("connect UDP stream: {e}"))?;
-        if p.gso {
-            let _ = crate::sys::set_int_option(fd, libc::SOL_UDP, libc::UDP_GRO, 1);
-            let _ = crate::sys::set_int_option(fd, libc::SOL_UDP, libc::UDP_SEGMENT, p.len as i32);
-        }
-        let (r, _) = sock.send(UDP_REPLY.to_ne_bytes().to_vec(), 0).await;
-        r.map_err(|e| format!("UDP reply: {e}"))?;
-        let local = sref.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(bind);
-        out.push(DataStream { id: 0, sender: false, sock: Sock::Udp(Rc::new(sock)), local, peer, fd });
-    }
-    Ok(out)
+/// A test taking its UDP streams: it holds the server's UDP set-up (their hellos carry no cookie,
+/// so one test at a time listens for them) and the socket listening for the next hello.
+struct UdpSetup<'a> {
+    lock: &'a AtomicBool,
+    bind: SocketAddr,
+    client_ip: IpAddr,
+    listener: Option<Socket>,
 }
 
+impl Drop for UdpSetup<'_> {
+    fn drop(&mut self) {
+        self.lock.store(false, Ordering::Release);
+    }
+}
+
+fn udp_listener(bind: SocketAddr, p: &Params) -> Result<Socket, String> {
+    let listener = udp_socket_on(bind).map_err(|e| e.to_string())?;
+    let size = if p.window > 0 { p.window as usize } else { 4 << 20 };
+    let _ = listener.set_recv_buffer_size(size);
+    let _ = listener.set_send_buffer_size(size);
+    Ok(listener)
+}
+
+impl<'a> UdpSetup<'a> {
+    /// Waits for the set-up to be free (up to the set-up time) and binds the first listener.
+    async fn begin(svc: &'a PerfService, control: &TcpStream, p: &Params) -> Result<UdpSetup<'a>, String> {
+        let deadline = runtime::now() + SETUP_TIMEOUT;
+        while svc.udp_setup.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if runtime::now() >= deadline {
+                return Err("another test held the UDP set-up for 10 s".into());
+            }
+            runtime::sleep(Duration::from_millis(2)).await;
+        }
+        let mut setup = UdpSetup {
+            lock: &svc.udp_setup,
+            bind: SocketAddr::new(svc.opts.listen.ip(), svc.opts.listen.port()),
+            client_ip: control.peer_addr().map_err(|e| e.to_string())?.ip().to_canonical(),
+            listener: None,
+        };
+        let local = control.local_addr().map_err(|e| e.to_string())?;
+        setup.bind.set_port(local.port());
+        setup.listener = Some(udp_listener(setup.bind, p)?);
+        Ok(setup)
+    }
+
+    /// Takes the streams: each hello's listener is connected to its sender (so that its datagrams
+    /// come to it alone) and answers; a fresh socket listens for the next.
+    async fn streams(mut self, p: &Params, total: usize) -> Result<Vec<DataStream>, String> {
+        let deadline = runtime::now() + SETUP_TIMEOUT;
+        let mut out = Vec::with_capacity(total);
+        while out.len() < total {
+            let listener = match self.listener.take() {
+                Some(l) => l,
+                None => udp_listener(self.bind, p)?,
+            };
+            let sock = UdpSocket::from_fd(listener.into());
+            let (peer, hello) = loop {
+                let r = runtime::timeout_at(deadline, sock.recv_from(Vec::with_capacity(64))).await;
+                let Ok((Ok((n, peer)), buf)) = r else {
+                    return Err(format!("{} of {total} UDP streams said hello within 10 s", out.len()));
+                };
+                match peer {
+                    // Another client's datagram: not this test's.
+                    Some(a) if a.ip().to_canonical() == self.client_ip => break (a, buf[..n].to_vec()),
+                    _ => continue,
+                }
+            };
+            if hello.len() != 4 {
+                return Err(format!("a UDP stream's hello was {} bytes, not 4", hello.len()));
+            }
+            let fd = sock.raw_fd();
+            let sref = socket2::SockRef::from(&sock);
+            sref.connect(&peer.into()).map_err(|e| format!("connect UDP stream: {e}"))?;
+            if p.gso {
+                let _ = crate::sys::set_int_option(fd, libc::SOL_UDP, libc::UDP_GRO, 1);
+                let _ = crate::sys::set_int_option(fd, libc::SOL_UDP, libc::UDP_SEGMENT, p.len as i32);
+            }
+            // The next listener before the reply: the client sends its next hello on the reply.
+            if out.len() + 1 < total {
+                self.listener = Some(udp_listener(self.bind, p)?);
+            }
+            let (r, _) = sock.send(UDP_REPLY.to_ne_bytes().to_vec(), 0).await;
+            r.map_err(|e| format!("UDP reply: {e}"))?;
+            let local = sref.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(self.bind);
+            out.push(DataStream { id: 0, sender: false, sock: Sock::Udp(Rc::new(sock)), local, peer, fd });
+        }
+        Ok(out)
+    }
+}
 
 /// The report prefix the CLI prints before a server's per-test report.
 pub fn report_banner() -> &'static str {
