@@ -21,9 +21,11 @@ pub enum PerfRole {
 
 /// `ringnode perf`: network throughput tests, iperf3-compatible.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "iperf3's spellings work too: -s, -c HOST, -p, -P, -l, -t, -n, -O, -i, -R, -u, -b, -w, -C, -B, \
+#[command(
+    after_help = "iperf3's spellings work too: -s, -c HOST, -p, -P, -l, -t, -n, -O, -i, -R, -u, -b, -w, -C, -B, \
 -J, -Z, -f, -1, -4, -6, -A. Exit codes: 0 the test ran, 1 it was refused or failed (partial results are printed), \
-2 a bad flag, 3 io_uring unavailable.")]
+2 a bad flag, 3 io_uring unavailable."
+)]
 pub struct PerfArgs {
     /// `server` or `client` (or iperf3's -s, -c HOST).
     #[arg(value_enum)]
@@ -292,13 +294,20 @@ fn perf_server(a: &PerfArgs) -> Result<(), Failure> {
 }
 
 fn perf_client(a: &PerfArgs) -> Result<(), Failure> {
-    let host = a.client.clone().or_else(|| a.target.clone()).ok_or_else(|| Failure::usage("perf client: --target HOST is required"))?;
+    let host = a
+        .client
+        .clone()
+        .or_else(|| a.target.clone())
+        .ok_or_else(|| Failure::usage("perf client: --target HOST is required"))?;
     let target = resolve(&host, a.port, a.v4, a.v6)?;
     let protocol = if a.udp { Protocol::Udp } else { Protocol::Tcp };
     let len = a.length.unwrap_or(if a.udp { 1460 } else { 128 * 1024 });
     let max_len = if a.udp { 65_507 } else { 16 << 20 };
     if len > max_len || (a.udp && len < 16) {
-        return Err(Failure::usage(format!("--length {len}: between {} and {max_len} bytes", if a.udp { 16 } else { 1 })));
+        return Err(Failure::usage(format!(
+            "--length {len}: between {} and {max_len} bytes",
+            if a.udp { 16 } else { 1 }
+        )));
     }
     if a.streams == 0 || a.streams > 128 {
         return Err(Failure::usage(format!("--streams {}: between 1 and 128", a.streams)));

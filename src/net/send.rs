@@ -413,7 +413,11 @@ async fn send_v(
 /// Returns what was sent, the buffers, and whether the kernel reported copying them.
 /// One zero-copy send of `bufs[off..]` counted nowhere: the bytes sent, the buffers back, and
 /// whether the kernel copied after all (when it said).
-pub(crate) async fn send_zc_once(fd: SharedFd, bufs: Vec<Bytes>, off: usize) -> (io::Result<usize>, Vec<Bytes>, Option<bool>) {
+pub(crate) async fn send_zc_once(
+    fd: SharedFd,
+    bufs: Vec<Bytes>,
+    off: usize,
+) -> (io::Result<usize>, Vec<Bytes>, Option<bool>) {
     send_zc(fd, bufs, off, None).await
 }
 

@@ -207,7 +207,9 @@ impl Connection {
                 Registry::here().bump(|s| s.moved += 1);
                 Ok(())
             }
-            Err(h) => Err(Connection { stream: TcpStream::from_fd(h.fd), buffered: h.buffered, entry, slot, handoffs, seq }),
+            Err(h) => {
+                Err(Connection { stream: TcpStream::from_fd(h.fd), buffered: h.buffered, entry, slot, handoffs, seq })
+            }
         }
     }
 }

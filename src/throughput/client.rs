@@ -144,7 +144,8 @@ impl Out<'_> {
         }
         for l in lines.lines() {
             if self.cfg.timestamps {
-                let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let secs =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 (self.cfg.out)(&format!("{} {l}", report_time(secs)));
             } else {
                 (self.cfg.out)(l);
@@ -212,7 +213,8 @@ fn tcp_socket(cfg: &ClientConfig, port: Option<u16>) -> std::io::Result<Socket> 
         let _ = s.set_mss(p.mss);
     }
     if cfg.bind.is_some() || port.is_some() {
-        let ip = cfg.bind.unwrap_or(if cfg.target.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) });
+        let ip =
+            cfg.bind.unwrap_or(if cfg.target.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) });
         s.set_reuse_address(true)?;
         s.bind(&SocketAddr::new(ip, port.unwrap_or(0)).into())?;
     }
@@ -255,8 +257,13 @@ async fn open_stream(cfg: &ClientConfig, cookie: &Cookie, i: usize) -> Result<Da
                 let _ = s.set_recv_buffer_size(p.window as usize);
             }
             if cfg.bind.is_some() || port.is_some() {
-                let ip = cfg.bind.unwrap_or(if addr.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) });
-                s.bind(&SocketAddr::new(ip, port.unwrap_or(0)).into()).map_err(|e| Failure::Connect(addr, e.to_string()))?;
+                let ip = cfg.bind.unwrap_or(if addr.is_ipv4() {
+                    IpAddr::from([0, 0, 0, 0])
+                } else {
+                    IpAddr::from([0u16; 8])
+                });
+                s.bind(&SocketAddr::new(ip, port.unwrap_or(0)).into())
+                    .map_err(|e| Failure::Connect(addr, e.to_string()))?;
             }
             s.connect(&addr.into()).map_err(|e| Failure::Connect(addr, e.to_string()))?;
             let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
@@ -271,7 +278,8 @@ async fn open_stream(cfg: &ClientConfig, cookie: &Cookie, i: usize) -> Result<Da
             r.map_err(|e| Failure::Failed(format!("UDP stream hello: {e}")))?;
             let deadline = runtime::now() + cfg.connect_timeout;
             loop {
-                let Ok((r, buf)) = runtime::timeout_at(deadline, u.recv_from(Vec::with_capacity(64 * 1024))).await else {
+                let Ok((r, buf)) = runtime::timeout_at(deadline, u.recv_from(Vec::with_capacity(64 * 1024))).await
+                else {
                     return Err(Failure::Failed("the server did not answer a UDP stream's hello".into()));
                 };
                 let n = r.map_err(|e| Failure::Failed(format!("UDP stream hello: {e}")))?.0;
@@ -590,7 +598,8 @@ async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, 
         _ => return Err("the server does not answer latency probes (it is not a ringnode server)".into()),
     }
     let size = opts.size.max(8);
-    let mut h = crate::report::HdrHistogram::<u64>::new_with_bounds(1, crate::report::MAX_LATENCY_NS, 3).expect("bounds");
+    let mut h =
+        crate::report::HdrHistogram::<u64>::new_with_bounds(1, crate::report::MAX_LATENCY_NS, 3).expect("bounds");
     let mut rx = t.recv_stream();
     let mut next = runtime::now();
     let started = std::time::SystemTime::now();
@@ -618,8 +627,9 @@ async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, 
     let length = runtime::now().duration_since(t0);
     if let Some(path) = &opts.hdr_log {
         let _ = started;
-        let (_, err) = crate::report::with_interval_log(Some(path), "ringnode perf --latency", |w| w(&h, Duration::ZERO, length))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let (_, err) =
+            crate::report::with_interval_log(Some(path), "ringnode perf --latency", |w| w(&h, Duration::ZERO, length))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(e) = err {
             return Err(format!("{}: {e}", path.display()));
         }

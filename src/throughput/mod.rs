@@ -145,8 +145,15 @@ pub(crate) struct ControlInput {
     pub(crate) stop: Flag,
 }
 
-pub(crate) fn spawn_control_reader(stream: &crate::net::TcpStream) -> (Rc<ControlInput>, crate::runtime::JoinHandle<()>) {
-    let input = Rc::new(ControlInput { bytes: RefCell::new(Vec::new()), eof: std::cell::Cell::new(false), signal: Signal::default(), stop: Flag::new() });
+pub(crate) fn spawn_control_reader(
+    stream: &crate::net::TcpStream,
+) -> (Rc<ControlInput>, crate::runtime::JoinHandle<()>) {
+    let input = Rc::new(ControlInput {
+        bytes: RefCell::new(Vec::new()),
+        eof: std::cell::Cell::new(false),
+        signal: Signal::default(),
+        stop: Flag::new(),
+    });
     let mut rx = stream.recv_stream();
     let inp = input.clone();
     let h = crate::runtime::spawn(async move {
@@ -168,4 +175,3 @@ pub(crate) fn spawn_control_reader(stream: &crate::net::TcpStream) -> (Rc<Contro
     });
     (input, h)
 }
-

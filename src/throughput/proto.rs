@@ -23,7 +23,6 @@
 //!  IPERF_DONE ───────────────────────────►
 //! ```
 
-
 use serde_json::{json, Map, Value};
 
 /// The cookie's length on the wire (36 characters and a NUL).
@@ -457,11 +456,30 @@ impl Params {
             _ => Direction::Forward,
         };
         let known = [
-            "tcp", "udp", "sctp", "omit", "time", "num", "blockcount", "parallel", "reverse", "bidirectional", "window",
-            "len", "bandwidth", "congestion", "get_server_output", "udp_counters_64bit", "zerocopy", "nodelay", "MSS",
-            "ringnode_gso", "client_version",
+            "tcp",
+            "udp",
+            "sctp",
+            "omit",
+            "time",
+            "num",
+            "blockcount",
+            "parallel",
+            "reverse",
+            "bidirectional",
+            "window",
+            "len",
+            "bandwidth",
+            "congestion",
+            "get_server_output",
+            "udp_counters_64bit",
+            "zerocopy",
+            "nodelay",
+            "MSS",
+            "ringnode_gso",
+            "client_version",
         ];
-        let extra = m.iter().filter(|(k, _)| !known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let extra =
+            m.iter().filter(|(k, _)| !known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         let time = num(m, "time")?.unwrap_or(d.time);
         let omit = num(m, "omit")?.unwrap_or(0.0);
         if !(time.is_finite() && time >= 0.0 && omit.is_finite() && omit >= 0.0) {

@@ -261,9 +261,16 @@ impl Reporter {
             o.insert("seconds".into(), json!(secs));
             o.insert("bytes".into(), json!(bytes));
             o.insert("bits_per_second".into(), json!(rate(bytes, secs)));
-            let mut line =
-                format!("[{:>3}] {:>6.2}-{:<6.2} sec  {}  {}/sec", s.socket, start, end, adaptive(bytes as f64, false), adaptive(rate(bytes, secs), true));
-            let group = usize::from(self.info.params.direction == Direction::Bidir && s.sender != self.info.streams[0].sender);
+            let mut line = format!(
+                "[{:>3}] {:>6.2}-{:<6.2} sec  {}  {}/sec",
+                s.socket,
+                start,
+                end,
+                adaptive(bytes as f64, false),
+                adaptive(rate(bytes, secs), true)
+            );
+            let group =
+                usize::from(self.info.params.direction == Direction::Bidir && s.sender != self.info.streams[0].sender);
             let sum = &mut sums[group];
             sum.0 += bytes;
             sum.5 += 1;
@@ -297,11 +304,8 @@ impl Reporter {
                 o.insert("rtt".into(), json!(info.rtt_us));
                 o.insert("rttvar".into(), json!(info.rttvar_us));
                 o.insert("pmtu".into(), json!(info.pmtu));
-                line += &format!(
-                    "  {retr:>4}   {}   {:>5} us",
-                    adaptive(info.snd_cwnd_bytes as f64, false),
-                    info.rtt_us
-                );
+                line +=
+                    &format!("  {retr:>4}   {}   {:>5} us", adaptive(info.snd_cwnd_bytes as f64, false), info.rtt_us);
                 sum.2 += u64::from(retr);
             }
             o.insert("omitted".into(), json!(omitted));
@@ -377,7 +381,7 @@ impl Reporter {
     /// Whether an interval ending `t` seconds after the streams started would be worth a line
     /// (at least 50 ms long, after the omitted seconds).
     pub fn pending(&self, t: f64) -> bool {
-        !self.omitting && t - self.counting_from - self.prev_t > 0.05
+        !self.omitting && (self.intervals.is_empty() || t - self.counting_from - self.prev_t > 0.05)
     }
 
     /// Whether the omitted seconds are still running.
@@ -418,11 +422,7 @@ impl Reporter {
             .collect();
         Results {
             cpu,
-            sender_has_retransmits: if !any_sender {
-                -1
-            } else {
-                i32::from(!self.udp())
-            },
+            sender_has_retransmits: if !any_sender { -1 } else { i32::from(!self.udp()) },
             congestion_used: congestion,
             streams,
             server_output_text: None,
@@ -484,7 +484,14 @@ impl Reporter {
             sum.n += 1;
             sum.sender = s.sender;
             let line = |bytes: u64, secs: f64| {
-                format!("[{:>3}] {:>6.2}-{:<6.2} sec  {}  {}/sec", s.socket, 0.0, secs, adaptive(bytes as f64, false), adaptive(rate(bytes, secs), true))
+                format!(
+                    "[{:>3}] {:>6.2}-{:<6.2} sec  {}  {}/sec",
+                    s.socket,
+                    0.0,
+                    secs,
+                    adaptive(bytes as f64, false),
+                    adaptive(rate(bytes, secs), true)
+                )
             };
             if udp {
                 let rp = rcv.packets - rcv.omitted_packets;
@@ -517,7 +524,7 @@ impl Reporter {
                     "bits_per_second": rate(snd.bytes, stime), "retransmits": snd.retransmits.max(0), "sender": s.sender,
                 });
                 if s.sender {
-                    let mean = if tr.rtt_n > 0 { tr.rtt_sum / tr.rtt_n } else { 0 };
+                    let mean = tr.rtt_sum.checked_div(tr.rtt_n).unwrap_or(0);
                     sender_obj["max_snd_cwnd"] = json!(tr.max_cwnd);
                     sender_obj["max_snd_wnd"] = json!(tr.max_snd_wnd);
                     sender_obj["max_rtt"] = json!(tr.rtt_max);
@@ -545,7 +552,9 @@ impl Reporter {
             let mut recv = json!({"start": 0, "end": sum.rtime, "seconds": sum.rtime, "bytes": sum.received,
                                   "bits_per_second": rate(sum.received, sum.rtime), "sender": if udp { json!(false) } else { json!(sum.sender) }});
             if udp {
-                for (o, (j, l, p, pc)) in [(&mut sent, (0.0, 0, sum.spackets, 0.0)), (&mut recv, (jitter_ms, sum.lost, sum.rpackets, pct))] {
+                for (o, (j, l, p, pc)) in
+                    [(&mut sent, (0.0, 0, sum.spackets, 0.0)), (&mut recv, (jitter_ms, sum.lost, sum.rpackets, pct))]
+                {
                     o["jitter_ms"] = json!(j);
                     o["lost_packets"] = json!(l);
                     o["packets"] = json!(p);
@@ -564,11 +573,22 @@ impl Reporter {
             end.insert(format!("sum_received{suffix}"), recv);
             if sum.n > 1 {
                 let line = |bytes: u64, secs: f64| {
-                    format!("[SUM] {:>6.2}-{:<6.2} sec  {}  {}/sec", 0.0, secs, adaptive(bytes as f64, false), adaptive(rate(bytes, secs), true))
+                    format!(
+                        "[SUM] {:>6.2}-{:<6.2} sec  {}  {}/sec",
+                        0.0,
+                        secs,
+                        adaptive(bytes as f64, false),
+                        adaptive(rate(bytes, secs), true)
+                    )
                 };
                 if udp {
                     text += &format!("{}  {:.3} ms  0/{} (0%)  sender\n", line(sum.sent, sum.stime), 0.0, sum.spackets);
-                    text += &format!("{}  {jitter_ms:.3} ms  {}/{} ({pct:.2}%)  receiver\n", line(sum.received, sum.rtime), sum.lost, sum.rpackets);
+                    text += &format!(
+                        "{}  {jitter_ms:.3} ms  {}/{} ({pct:.2}%)  receiver\n",
+                        line(sum.received, sum.rtime),
+                        sum.lost,
+                        sum.rpackets
+                    );
                 } else {
                     text += &format!("{}  {:>5}             sender\n", line(sum.sent, sum.stime), sum.retr);
                     text += &format!("{}                  receiver\n", line(sum.received, sum.rtime));

@@ -295,7 +295,8 @@ async fn serve(svc: Arc<PerfService>, mut conn: Connection) {
         }
     }
     conn.finish(outcome.is_err()).await;
-    if svc.opts.one_off && !matches!(outcome, Ok(Outcome::Refused)) && svc.finished.fetch_add(1, Ordering::SeqCst) == 0 {
+    if svc.opts.one_off && !matches!(outcome, Ok(Outcome::Refused)) && svc.finished.fetch_add(1, Ordering::SeqCst) == 0
+    {
         if let Some(h) = svc.handle.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             h.shutdown();
         }
@@ -371,12 +372,16 @@ fn check(p: &Params, limits: &ServerLimits) -> Option<i32> {
         Protocol::Tcp => 16 << 20,
         Protocol::Udp => 65_507,
     };
-    if p.len as usize > max_len || (p.protocol == Protocol::Udp && (p.len as usize) < super::udp::header_len(p.udp_counters_64bit)) {
+    if p.len as usize > max_len
+        || (p.protocol == Protocol::Udp && (p.len as usize) < super::udp::header_len(p.udp_counters_64bit))
+    {
         return Some(ie::BLOCK_SIZE);
     }
     let secs = p.time + p.omit;
     let by_time = p.bytes == 0 && p.blocks == 0;
-    if (by_time && (secs == 0.0 || secs > limits.max_duration.as_secs_f64())) || secs > limits.max_duration.as_secs_f64() {
+    if (by_time && (secs == 0.0 || secs > limits.max_duration.as_secs_f64()))
+        || secs > limits.max_duration.as_secs_f64()
+    {
         return Some(ie::MAX_DURATION);
     }
     if let Some(max) = limits.max_bitrate {
@@ -387,7 +392,12 @@ fn check(p: &Params, limits: &ServerLimits) -> Option<i32> {
     None
 }
 
-async fn run_test(svc: &Arc<PerfService>, conn: &Connection, slot: &Rc<Slot>, cookie: &Cookie) -> Result<Outcome, String> {
+async fn run_test(
+    svc: &Arc<PerfService>,
+    conn: &Connection,
+    slot: &Rc<Slot>,
+    cookie: &Cookie,
+) -> Result<Outcome, String> {
     let stream = conn.stream();
     let mut ctl = ServerControl::accept();
     transmit(stream, &mut ctl).await?;
@@ -472,10 +482,15 @@ async fn run_test_inner(
     let interval = (svc.opts.interval > 0.0).then(|| Duration::from_secs_f64(svc.opts.interval));
     let omit_end = (params.omit > 0.0).then(|| started + Duration::from_secs_f64(params.omit));
     let limit = started + Duration::from_secs_f64(params.time + params.omit) + OVERRUN;
-    let limit = if params.bytes > 0 || params.blocks > 0 { started + svc.opts.limits.max_duration + OVERRUN } else { limit };
+    let limit =
+        if params.bytes > 0 || params.blocks > 0 { started + svc.opts.limits.max_duration + OVERRUN } else { limit };
     let mut next_tick = interval.map(|i| started + i);
     let ended = loop {
-        let wake = [next_tick, omit_end.filter(|_| reporter.omitting()), Some(limit)].into_iter().flatten().min().expect("limit");
+        let wake = [next_tick, omit_end.filter(|_| reporter.omitting()), Some(limit)]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("limit");
         match next_event(ctl, input, wake).await {
             Ok(Some(ServerEvent::TestEnd)) => break Ok(()),
             Ok(Some(ServerEvent::ClientTerminated)) => break Err("the client stopped the test".to_string()),
@@ -512,22 +527,29 @@ async fn run_test_inner(
         text += &lines;
     }
     let count_from = omit_end.unwrap_or(started);
-    let ends: Vec<f64> =
-        running.list.iter().map(|(_, c)| c.ended.get().unwrap_or(started).saturating_duration_since(count_from).as_secs_f64()).collect();
-    let (bytes_in, bytes_out) = running.list.iter().fold((0, 0), |(i, o), (s, c)| {
-        if s.sender {
-            (i, o + c.bytes.get())
-        } else {
-            (i + c.bytes.get(), o)
-        }
-    });
+    let ends: Vec<f64> = running
+        .list
+        .iter()
+        .map(|(_, c)| c.ended.get().unwrap_or(started).saturating_duration_since(count_from).as_secs_f64())
+        .collect();
+    let (bytes_in, bytes_out) =
+        running.list.iter().fold(
+            (0, 0),
+            |(i, o), (s, c)| {
+                if s.sender {
+                    (i, o + c.bytes.get())
+                } else {
+                    (i + c.bytes.get(), o)
+                }
+            },
+        );
     state().bump(|s| {
         s.bytes_in += bytes_in;
         s.bytes_out += bytes_out;
     });
-    let zc = params.zerocopy.then(|| {
-        running.list.iter().fold((0, 0), |(z, c), (_, k)| (z + k.zc_zero_copy.get(), c + k.zc_copied.get()))
-    });
+    let zc = params
+        .zerocopy
+        .then(|| running.list.iter().fold((0, 0), |(z, c), (_, k)| (z + k.zc_zero_copy.get(), c + k.zc_copied.get())));
     let mut mine = reporter.local_results(&samples, &ends, cpu.percent_since(), congestion);
     ctl.exchange();
     transmit(stream, ctl).await?;
@@ -579,7 +601,11 @@ pub fn plan_for(p: &Params, client: bool) -> Plan {
         bitrate: p.bandwidth,
         bytes: p.bytes,
         blocks: p.blocks,
-        receive_target: if client && p.direction == Direction::Reverse { p.bytes.max(p.blocks * u64::from(p.len)) } else { 0 },
+        receive_target: if client && p.direction == Direction::Reverse {
+            p.bytes.max(p.blocks * u64::from(p.len))
+        } else {
+            0
+        },
         zerocopy: p.zerocopy && p.protocol == Protocol::Tcp,
         gso_segments: if gso { (65_000 / p.len.max(1) as usize).clamp(1, 64) } else { 1 },
         gro: gso,
@@ -633,7 +659,8 @@ pub const UDP_REPLY_LEGACY: u32 = 987_654_321;
 /// A UDP socket bound to the server's address and port beside the TCP listener (and beside the
 /// connected sockets of running tests).
 pub fn udp_socket_on(addr: SocketAddr) -> Result<Socket, NetError> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP)).map_err(|e| NetError::at(addr, e))?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP)).map_err(|e| NetError::at(addr, e))?;
     s.set_reuse_address(true).map_err(|e| NetError::at(addr, e))?;
     if addr.is_ipv6() {
         let _ = s.set_only_v6(false);

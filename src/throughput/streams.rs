@@ -184,8 +184,15 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
     } else {
         None
     };
-    let shared =
-        Rc::new(Shared { plan, budget: Cell::new(budget), received: Cell::new(0), done: Flag::new(), stop: Flag::new(), hard: Flag::new(), stop_at: Cell::new(None) });
+    let shared = Rc::new(Shared {
+        plan,
+        budget: Cell::new(budget),
+        received: Cell::new(0),
+        done: Flag::new(),
+        stop: Flag::new(),
+        hard: Flag::new(),
+        stop_at: Cell::new(None),
+    });
     let started = runtime::now();
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
@@ -203,7 +210,13 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
                 let seq = Rc::new(Cell::new(0u64));
                 let depth = if shared.plan.gso_segments > 1 { 4 } else { 16 };
                 for _ in 0..depth {
-                    senders.push(runtime::spawn(udp_sender(u.clone(), c.clone(), shared.clone(), pacer.clone(), seq.clone())));
+                    senders.push(runtime::spawn(udp_sender(
+                        u.clone(),
+                        c.clone(),
+                        shared.clone(),
+                        pacer.clone(),
+                        seq.clone(),
+                    )));
                 }
             }
             (Sock::Udp(u), false) => receivers.push(runtime::spawn(udp_receiver(u.clone(), c.clone(), shared.clone()))),
@@ -328,7 +341,8 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
         }
         let chunk = block.slice(..want);
         let r = if sh.plan.zerocopy {
-            let Some((r, _, copied)) = unless_hard(&sh.hard, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
+            let Some((r, _, copied)) =
+                unless_hard(&sh.hard, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
             else {
                 sh.give_back(want);
                 return;

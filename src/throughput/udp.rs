@@ -116,8 +116,12 @@ impl Pacer {
         if n > 0 {
             return (n, None);
         }
+        // When the next falls due, a microsecond late so that the float rounding cannot wake
+        // the sender a hair early, find nothing due, and spin (a deadline already past does not
+        // wait); never before `now`.
         let next = (self.sent as f64) * self.bits as f64 / self.rate as f64;
-        (0, Some(self.start + Duration::from_secs_f64(next)))
+        let at = self.start + Duration::from_secs_f64(next) + Duration::from_micros(1);
+        (0, Some(at.max(now + Duration::from_micros(1))))
     }
 
     /// `n` datagrams went.
@@ -175,7 +179,7 @@ mod tests {
         p.sent(n);
         let (n, next) = p.due(t0, 64);
         assert_eq!(n, 0);
-        assert_eq!(next, Some(t0 + Duration::from_millis(1)));
+        assert_eq!(next, Some(t0 + Duration::from_millis(1) + Duration::from_micros(1)));
         let (n, _) = p.due(t0 + Duration::from_millis(100), 64);
         assert_eq!(n, 64, "capped at the burst");
         p.sent(n);

@@ -1,0 +1,425 @@
+//! `ringnode perf` from outside: ringnode against ringnode in every mode (counts agree between the
+//! two ends), against Debian's iperf3 both ways, two clients at once on one server, a busy server's
+//! refusal, UDP loss, the JSON layouts, bad flags, latency under load, and a test across two
+//! network namespaces joined by veth. Each test runs alone (they measure throughput).
+#![allow(unsafe_code)] // kill(2) in the shared child-process helpers
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{ringnode, run_bounded, skip, Server};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A ringnode perf server on loopback, one core, JSON reports.
+fn perf_server(extra: &[&str]) -> Server {
+    let mut args = vec!["perf", "server", "--listen", "127.0.0.1:0", "--cores", "1", "-J"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Runs `ringnode perf client` with `-J` against `addr`; its JSON document and exit code.
+fn client_json(addr: SocketAddr, args: &[&str]) -> (Value, i32, String) {
+    let port = addr.port().to_string();
+    let host = addr.ip().to_string();
+    let mut all = vec!["perf", "-c", &host, "-p", &port, "-J"];
+    all.extend_from_slice(args);
+    let out = run_bounded(ringnode(&all), Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("no JSON from `{}` ({e}); stdout {} stderr {err}", all.join(" "), String::from_utf8_lossy(&out.stdout))
+    });
+    (v, out.status.code().unwrap_or(-1), err)
+}
+
+fn bytes(v: &Value, key: &str) -> u64 {
+    v["end"][key]["bytes"].as_u64().unwrap_or_else(|| panic!("end.{key}.bytes missing in {v}"))
+}
+
+#[test]
+fn ringnode_to_ringnode_counts_agree_in_every_mode() {
+    let _s = serial();
+    let server = perf_server(&[]);
+    for args in [
+        vec!["-t", "1"],
+        vec!["-t", "1", "-R"],
+        vec!["-t", "1", "-P", "2", "--bidir"],
+        vec!["-t", "1", "-l", "1K", "-Z"],
+        vec!["-n", "20M"],
+        vec!["-t", "1", "-u", "-b", "50M"],
+        vec!["-t", "1", "-u", "-b", "50M", "-R", "-P", "2"],
+        vec!["-t", "1", "-u", "-b", "50M", "--gso", "-l", "1400"],
+    ] {
+        let (v, code, err) = client_json(server.addr, &args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let sent = bytes(&v, "sum_sent");
+        let received = bytes(&v, "sum_received");
+        assert!(sent > 0, "{args:?}: nothing sent");
+        // Our receivers drain every stream to its end: what was sent arrived, byte for byte.
+        assert_eq!(sent, received, "{args:?}: sent and received differ");
+        if args.contains(&"--bidir") {
+            assert_eq!(bytes(&v, "sum_sent_bidir_reverse"), bytes(&v, "sum_received_bidir_reverse"), "{args:?}");
+        }
+        if args.contains(&"-n") {
+            assert_eq!(sent, 20 << 20, "-n 20M sends exactly 20 MiB");
+        }
+        if args.contains(&"-u") {
+            let s = &v["end"]["sum_sent"];
+            let r = &v["end"]["sum_received"];
+            assert_eq!(s["packets"], r["packets"], "{args:?}: datagram counts");
+            assert_eq!(r["lost_packets"], 0, "{args:?}: loss on loopback at 50 Mbit/s");
+            assert!(v["end"]["sum"]["jitter_ms"].is_number(), "{args:?}");
+        }
+        if args.contains(&"-Z") {
+            let zc = &v["end"]["zerocopy"];
+            let n = zc["sends_without_copy"].as_u64().unwrap() + zc["sends_copied"].as_u64().unwrap();
+            assert!(n > 0, "zero-copy sends reported: {zc}");
+        }
+        let intervals = v["intervals"].as_array().expect("intervals");
+        assert!(!intervals.is_empty(), "{args:?}: no intervals");
+    }
+    // The server's own reports (one JSON document per test) say what it received and sent.
+    let (code, out, _) = server.stop(Duration::from_secs(20));
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("\"sum_received\"").count(), 8, "one report per test: {out}");
+}
+
+#[test]
+fn two_clients_at_once_and_a_refusal_past_the_limit() {
+    let _s = serial();
+    let server = perf_server(&["--max-tests", "2"]);
+    let addr = server.addr;
+    let run = move |t: &'static str| std::thread::spawn(move || client_json(addr, &["-t", t]));
+    let a = run("2");
+    let b = run("2");
+    std::thread::sleep(Duration::from_millis(500));
+    // A third while two run: refused in the protocol's words, exit 1, one line.
+    let port = addr.port().to_string();
+    let out = run_bounded(ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "1"]), Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("busy") && err.lines().count() == 1, "{err}");
+    for h in [a, b] {
+        let (v, code, err) = h.join().unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(bytes(&v, "sum_sent"), bytes(&v, "sum_received"));
+    }
+    // Past the server's longest test: iperf3's error code, said in words.
+    drop(server);
+    let server = perf_server(&["--max-duration", "5s"]);
+    let port = server.addr.port().to_string();
+    let out = run_bounded(ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "60"]), Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("maximum permitted"), "{err}");
+}
+
+#[test]
+fn udp_loss_is_reported_when_the_bitrate_exceeds_what_the_receiver_takes() {
+    let _s = serial();
+    let server = perf_server(&[]);
+    // A receive buffer of 64 KiB and 2 Gbit/s of 1,400 B datagrams: the receiver drops some.
+    let (v, code, err) = client_json(server.addr, &["-u", "-b", "2G", "-l", "1400", "-w", "64K", "-t", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let r = &v["end"]["sum_received"];
+    let lost = r["lost_packets"].as_i64().unwrap();
+    assert!(lost > 0, "no loss reported: {r}");
+    assert!(r["lost_percent"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn json_stream_is_one_event_per_line() {
+    let _s = serial();
+    let server = perf_server(&[]);
+    let port = server.addr.port().to_string();
+    let out = run_bounded(
+        ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "2", "--json-stream"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    let events: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"start"));
+    assert_eq!(names.last(), Some(&"end"));
+    assert!(names.iter().filter(|n| **n == "interval").count() >= 2, "{names:?}");
+    assert!(events.iter().all(|e| e["data"].is_object()));
+    assert!(events.last().unwrap()["data"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn latency_under_load_against_ringnode_and_said_missing_against_others() {
+    let _s = serial();
+    let server = perf_server(&[]);
+    let log = std::env::temp_dir().join(format!("ringnode-perf-latency-{}.hlog", std::process::id()));
+    let log_s = log.to_str().unwrap();
+    let (v, code, err) = client_json(server.addr, &["-t", "2", "--latency", "--latency-log", log_s]);
+    assert_eq!(code, 0, "{err}");
+    let l = &v["end"]["latency"];
+    assert!(l["samples"].as_u64().unwrap() >= 50, "{l}");
+    assert!(l["p99_us"].as_f64().unwrap() >= l["p50_us"].as_f64().unwrap());
+    assert!(l["max_us"].as_f64().unwrap() > 0.0);
+    // The log reads back with `ringnode report`.
+    let out = run_bounded(ringnode(&["report", "--json", log_s]), Duration::from_secs(20));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn bad_flags_and_unreachable_servers_say_one_line() {
+    for (args, code, needle) in [
+        (vec!["perf"], 2, "server"),
+        (vec!["perf", "-c", "127.0.0.1", "-b", "fast"], 2, "bitrate"),
+        (vec!["perf", "-c", "127.0.0.1", "-P", "0"], 2, "--streams"),
+        (vec!["perf", "-c", "127.0.0.1", "--gso"], 2, "UDP"),
+        (vec!["perf", "-s", "-c", "127.0.0.1"], 2, "cannot be used"),
+        // Nothing listens on port 1: refused, exit 1.
+        (vec!["perf", "-c", "127.0.0.1", "-p", "1", "-t", "1"], 1, "cannot connect"),
+    ] {
+        let out = run_bounded(ringnode(&args), Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// Debian's iperf3, if installed.
+fn iperf3() -> Option<&'static str> {
+    ["/usr/bin/iperf3", "/usr/local/bin/iperf3"].into_iter().find(|p| std::path::Path::new(p).exists())
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn interop_with_iperf3_both_ways() {
+    let _s = serial();
+    let Some(iperf) = iperf3() else {
+        skip("iperf3 is not installed (apt-get install iperf3)");
+        return;
+    };
+    // ringnode client, iperf3 server.
+    let port = free_port();
+    let _srv = Kill(
+        Command::new(iperf)
+            .args(["-s", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cases: [&[&str]; 5] = [
+        &["-t", "1"],
+        &["-t", "1", "-R"],
+        &["-t", "1", "-P", "4"],
+        &["-t", "1", "--bidir"],
+        &["-t", "1", "-u", "-b", "50M"],
+    ];
+    for args in cases {
+        let (v, code, err) = client_json(addr, args);
+        assert_eq!(code, 0, "ringnode -> iperf3 {args:?}: {err}");
+        let (sent, received) = (bytes(&v, "sum_sent"), bytes(&v, "sum_received"));
+        assert!(received > 0 && received <= sent, "{args:?}: sent {sent} received {received}");
+        if args.contains(&"-R") || args.contains(&"-u") {
+            // iperf3 sends, ringnode drains every byte; or UDP at a rate loopback carries whole.
+            assert_eq!(sent, received, "{args:?}");
+        }
+    }
+    // iperf3 client, ringnode server: iperf3's own report.
+    let server = perf_server(&[]);
+    let port = server.addr.port().to_string();
+    let cases: [&[&str]; 6] = [
+        &["-t", "1"],
+        &["-t", "1", "-R"],
+        &["-t", "1", "-P", "4"],
+        &["-t", "1", "--bidir"],
+        &["-t", "1", "-u", "-b", "50M"],
+        &["-t", "1", "-u", "-b", "50M", "-R"],
+    ];
+    for args in cases {
+        let mut all = vec!["-c", "127.0.0.1", "-p", &port, "-J"];
+        all.extend_from_slice(args);
+        let out = run_bounded(
+            {
+                let mut c = Command::new(iperf);
+                c.args(&all).stdin(Stdio::null());
+                c
+            },
+            Duration::from_secs(60),
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("iperf3's JSON");
+        assert!(v.get("error").is_none(), "iperf3 -> ringnode {args:?}: {}", v["error"]);
+        let (sent, received) = (bytes(&v, "sum_sent"), bytes(&v, "sum_received"));
+        assert!(received > 0, "{args:?}");
+        if !args.contains(&"--bidir") && !args.contains(&"-R") {
+            // ringnode's receiver drains every stream: it counts what iperf3 sent. (iperf3's own
+            // receiver stops reading when the test ends, so with -R it counts less than was sent.)
+            assert_eq!(sent, received, "iperf3 -> ringnode {args:?}");
+        }
+        if args.contains(&"-u") {
+            assert_eq!(v["end"]["sum_received"]["lost_packets"], 0, "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn json_layout_has_iperf3s_keys() {
+    let _s = serial();
+    let Some(iperf) = iperf3() else {
+        skip("iperf3 is not installed (apt-get install iperf3)");
+        return;
+    };
+    let port = free_port();
+    let _srv = Kill(
+        Command::new(iperf)
+            .args(["-s", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let keys = |v: &Value| -> Vec<String> { v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default() };
+    for extra in [&[][..], &["-u", "-b", "10M"][..], &["--bidir"][..]] {
+        let mut iargs = vec!["-c", "127.0.0.1", "-p", &port.to_string(), "-J", "-t", "1"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        iargs.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_bounded(
+            {
+                let mut c = Command::new(iperf);
+                c.args(&iargs).stdin(Stdio::null());
+                c
+            },
+            Duration::from_secs(30),
+        );
+        let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut args = vec!["-t", "1"];
+        args.extend_from_slice(extra);
+        let (ours, code, err) = client_json(addr, &args);
+        assert_eq!(code, 0, "{err}");
+        // Every key a jq user reads from iperf3's document is in ours, at the same place.
+        let places: [(&str, fn(&Value) -> &Value); 6] = [
+            ("start", |v| &v["start"]),
+            ("start.test_start", |v| &v["start"]["test_start"]),
+            ("intervals[0].streams[0]", |v| &v["intervals"][0]["streams"][0]),
+            ("intervals[0].sum", |v| &v["intervals"][0]["sum"]),
+            ("end", |v| &v["end"]),
+            ("end.sum_received", |v| &v["end"]["sum_received"]),
+        ];
+        for (name, at) in places {
+            let mine = keys(at(&ours));
+            for k in keys(at(&theirs)) {
+                assert!(mine.contains(&k), "{extra:?}: {name}.{k} missing (ours: {mine:?})");
+            }
+        }
+        let mine = keys(&ours["end"]["streams"][0]);
+        for k in keys(&theirs["end"]["streams"][0]) {
+            assert!(mine.contains(&k), "{extra:?}: end.streams[0].{k} missing");
+        }
+    }
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop (also when the test fails).
+struct Netns {
+    a: String,
+    b: String,
+}
+
+impl Netns {
+    fn create() -> Option<Netns> {
+        let id = std::process::id();
+        let n = Netns { a: format!("rnpa{id}"), b: format!("rnpb{id}") };
+        let ok = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+        if !ok(&["netns", "add", &n.a]) {
+            return None;
+        }
+        let va = format!("va{id}");
+        let vb = format!("vb{id}");
+        let steps: [Vec<&str>; 7] = [
+            vec!["netns", "add", &n.b],
+            vec!["link", "add", &va, "netns", &n.a, "type", "veth", "peer", "name", &vb, "netns", &n.b],
+            vec!["-n", &n.a, "addr", "add", "10.77.0.1/24", "dev", &va],
+            vec!["-n", &n.b, "addr", "add", "10.77.0.2/24", "dev", &vb],
+            vec!["-n", &n.a, "link", "set", &va, "up"],
+            vec!["-n", &n.b, "link", "set", &vb, "up"],
+            vec!["-n", &n.a, "link", "set", "lo", "up"],
+        ];
+        for s in &steps {
+            assert!(ok(s), "ip {s:?} failed");
+        }
+        Some(n)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn across_two_namespaces_joined_by_veth() {
+    let _s = serial();
+    let has_ip = Command::new("ip").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+    if !has_ip {
+        skip("`ip` (iproute2) is not installed");
+        return;
+    }
+    let Some(ns) = Netns::create() else {
+        skip("cannot create network namespaces here (needs root)");
+        return;
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &ns.a,
+        common::bin(),
+        "perf",
+        "server",
+        "--listen",
+        "10.77.0.1:5201",
+        "--cores",
+        "1",
+        "-J",
+    ]);
+    let server = Server::start_cmd(cmd);
+    for args in [&["-t", "1"][..], &["-t", "1", "-R"][..], &["-t", "1", "-u", "-b", "100M"][..]] {
+        let mut all = vec!["netns", "exec", &ns.b, common::bin(), "perf", "-c", "10.77.0.1", "-J"];
+        all.extend_from_slice(args);
+        let mut c = Command::new("ip");
+        c.args(&all).stdin(Stdio::null());
+        let out = run_bounded(c, Duration::from_secs(60));
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(bytes(&v, "sum_sent"), bytes(&v, "sum_received"), "{args:?}");
+        assert_eq!(v["start"]["connected"][0]["remote_host"], "10.77.0.1");
+    }
+    drop(server);
+}
