@@ -250,7 +250,10 @@ pub fn perf_cmd(a: PerfArgs) -> Result<(), Failure> {
 fn perf_server(a: &PerfArgs) -> Result<(), Failure> {
     let listen = match &a.listen {
         Some(l) => resolve(l, a.port, a.v4, a.v6)?,
-        None => SocketAddr::new(if a.v6 { IpAddr::from([0u16; 8]) } else { IpAddr::from([0, 0, 0, 0]) }, a.port),
+        None => match a.bind {
+            Some(ip) => SocketAddr::new(ip, a.port),
+            None => SocketAddr::new(if a.v6 { IpAddr::from([0u16; 8]) } else { IpAddr::from([0, 0, 0, 0]) }, a.port),
+        },
     };
     let mut rt = runtime_for(a, "perf", a.cores)?;
     let probe = super::commands::require_io_uring()?;

@@ -221,6 +221,25 @@ pub fn tcp_info(fd: std::os::fd::RawFd) -> Option<TcpInfo> {
     })
 }
 
+/// `SO_MAX_PACING_RATE` in bytes per second: the kernel's TCP paces the socket's sends to it.
+pub fn set_max_pacing_rate(fd: std::os::fd::RawFd, bytes_per_sec: u64) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<u64>()` bytes from a live u64 (the kernel takes 64 bits).
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&bytes_per_sec as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Sets an integer socket option (for options `socket2` does not name: `UDP_SEGMENT`, `UDP_GRO`).
 pub fn set_int_option(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<i32>()` bytes from a live i32.

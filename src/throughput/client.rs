@@ -470,6 +470,10 @@ async fn run(
     } else {
         live.streams.abort();
     }
+    let errors = live.streams.errors();
+    if failure.is_none() && !errors.is_empty() {
+        failure = Some(errors.join("; "));
+    }
     let samples = live.streams.samples();
     let t_end = live.streams.ended_at().duration_since(started).as_secs_f64();
     let count_from = omit_end.unwrap_or(started);
@@ -530,7 +534,7 @@ async fn run(
             }
         }
     }
-    let finished = live.reporter.finish(&mine, peer.as_ref(), zc);
+    let finished = live.reporter.finish(&mine, peer.as_ref(), &samples, zc);
     let mut end = finished.end;
     let mut text = finished.text;
     if let Some((_, h)) = latency {
@@ -615,10 +619,16 @@ async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, 
         }
         let mut got = 0;
         while got < size {
-            match rx.next().await {
-                Some(Ok(c)) => got += c.len(),
+            let waited = runtime::select(runtime::timeout(Duration::from_secs(2), rx.next()), stop.wait()).await;
+            match waited {
+                Either::Left(Ok(Some(Ok(c)))) => got += c.len(),
+                Either::Left(Err(_)) => return Err("a latency probe's echo took more than 2 s".into()),
+                Either::Right(()) => break,
                 _ => return Err("the latency connection ended".into()),
             }
+        }
+        if got < size {
+            break;
         }
         let _ = h.record((sent.elapsed().as_nanos() as u64).clamp(1, crate::report::MAX_LATENCY_NS));
     }

@@ -127,7 +127,10 @@ impl Signal {
             if self.0.count.get() != seen {
                 Poll::Ready(())
             } else {
-                self.0.waiters.borrow_mut().push(cx.waker().clone());
+                let mut w = self.0.waiters.borrow_mut();
+                if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })
@@ -163,7 +166,10 @@ pub(crate) fn spawn_control_reader(
                 crate::runtime::Either::Right(()) => break,
             };
             match next {
-                Some(Ok(chunk)) => inp.bytes.borrow_mut().extend_from_slice(&chunk),
+                // A peer that sends more than any message the protocol has is cut off.
+                Some(Ok(chunk)) if inp.bytes.borrow().len() + chunk.len() <= proto::MAX_RESULTS_JSON + 64 * 1024 => {
+                    inp.bytes.borrow_mut().extend_from_slice(&chunk)
+                }
                 _ => {
                     inp.eof.set(true);
                     inp.signal.notify();

@@ -1008,6 +1008,7 @@ mod tests {
         assert_eq!(client.poll_event(), Err(ProtoError::Busy));
 
         let mut client = ClientControl::new(&cookie, &Params::default());
+        client.take_transmit();
         let mut server = ServerControl::accept();
         drive(&mut server, &mut client);
         assert_eq!(client.poll_event(), Ok(None));

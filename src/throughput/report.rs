@@ -411,7 +411,7 @@ impl Reporter {
                     bytes: n.bytes - b.bytes,
                     retransmits: if s.sender && !self.udp() { i64::from(retr) } else { -1 },
                     jitter: if s.sender { 0.0 } else { n.udp.jitter },
-                    errors: if s.sender { 0 } else { n.udp.lost - b.udp.lost },
+                    errors: if s.sender { 0 } else { n.udp.lost },
                     omitted_errors: if s.sender { 0 } else { b.udp.lost },
                     packets: if s.sender { n.packets as i64 } else { n.udp.highest as i64 },
                     omitted_packets: if s.sender { b.packets as i64 } else { b.udp.highest as i64 },
@@ -432,7 +432,7 @@ impl Reporter {
 
     /// The summary, from this side's final results and the peer's (absent when the exchange
     /// failed: then only this side's figures are shown, and said to be so).
-    pub fn finish(&self, mine: &Results, peer: Option<&Results>, zc: Option<(u64, u64)>) -> Finished {
+    pub fn finish(&self, mine: &Results, peer: Option<&Results>, now: &[Sample], zc: Option<(u64, u64)>) -> Finished {
         let udp = self.udp();
         let bidir = self.info.params.direction == Direction::Bidir;
         let mut text = String::from("- - - - - - - - - - - - - - - - - - - - - - - - -\n");
@@ -477,9 +477,10 @@ impl Reporter {
             sum.stime = sum.stime.max(stime);
             sum.rtime = sum.rtime.max(rtime);
             sum.retr += snd.retransmits.max(0);
-            sum.spackets += snd.packets - snd.omitted_packets;
-            sum.lost += rcv.errors;
-            sum.rpackets += rcv.packets - rcv.omitted_packets;
+            sum.spackets = sum.spackets.saturating_add(snd.packets.saturating_sub(snd.omitted_packets));
+            let rcv_lost = rcv.errors.saturating_sub(rcv.omitted_errors);
+            sum.lost = sum.lost.saturating_add(rcv_lost);
+            sum.rpackets = sum.rpackets.saturating_add(rcv.packets.saturating_sub(rcv.omitted_packets));
             sum.jitter += rcv.jitter;
             sum.n += 1;
             sum.sender = s.sender;
@@ -494,23 +495,29 @@ impl Reporter {
                 )
             };
             if udp {
-                let rp = rcv.packets - rcv.omitted_packets;
-                let pct = if rp > 0 { 100.0 * rcv.errors as f64 / rp as f64 } else { 0.0 };
-                let sp = snd.packets - snd.omitted_packets;
+                let rp = rcv.packets.saturating_sub(rcv.omitted_packets);
+                let pct = if rp > 0 { 100.0 * rcv_lost as f64 / rp as f64 } else { 0.0 };
+                let sp = snd.packets.saturating_sub(snd.omitted_packets);
                 text += &format!("{}  {:.3} ms  0/{sp} (0%)  sender\n", line(snd.bytes, stime), 0.0);
                 if rcv_known {
                     text += &format!(
                         "{}  {:.3} ms  {}/{rp} ({pct:.2}%)  receiver\n",
                         line(rcv.bytes, rtime),
                         rcv.jitter * 1000.0,
-                        rcv.errors
+                        rcv_lost
                     );
                 }
-                let ooo = if s.sender { 0 } else { self.prev.get(i).map_or(0, |x| x.udp.out_of_order) };
+                let ooo = if s.sender {
+                    0
+                } else {
+                    now.get(i)
+                        .map_or(0, |x| x.udp.out_of_order)
+                        .saturating_sub(self.base.get(i).map_or(0, |x| x.udp.out_of_order))
+                };
                 streams_json.push(json!({"udp": {
                     "socket": s.socket, "start": 0, "end": stime, "seconds": stime, "bytes": snd.bytes,
                     "bits_per_second": rate(snd.bytes, stime), "jitter_ms": rcv.jitter * 1000.0,
-                    "lost_packets": rcv.errors, "packets": sp, "lost_percent": pct, "out_of_order": ooo, "sender": s.sender,
+                    "lost_packets": rcv_lost, "packets": sp, "lost_percent": pct, "out_of_order": ooo, "sender": s.sender,
                 }}));
             } else {
                 let retr = if snd.retransmits >= 0 { format!("{:>5}", snd.retransmits) } else { "     ".into() };

@@ -102,6 +102,8 @@ struct Slot {
     incoming: RefCell<Vec<Connection>>,
     arrived: Signal,
     accepting: std::cell::Cell<bool>,
+    /// Data connections the test asked for (more are strays).
+    wanted: std::cell::Cell<usize>,
     running: std::cell::Cell<bool>,
 }
 
@@ -253,7 +255,7 @@ async fn serve(svc: Arc<PerfService>, mut conn: Connection) {
     }
     let slot = st.tests.borrow().get(&cookie).cloned();
     if let Some(slot) = slot {
-        if slot.accepting.get() {
+        if slot.accepting.get() && slot.incoming.borrow().len() < slot.wanted.get() {
             slot.incoming.borrow_mut().push(conn);
             slot.arrived.notify();
         } else {
@@ -430,8 +432,9 @@ async fn run_test_inner(
         tracing::info!(peer = ?stream.peer_addr().ok(), "refused a test: {}", ie::text(code));
         return Ok(Outcome::Refused);
     }
-    slot.accepting.set(true);
     let total = params.total_streams();
+    slot.wanted.set(if params.protocol == Protocol::Tcp { total } else { 0 });
+    slot.accepting.set(true);
     // UDP: the socket that hears the first hello is bound before the client is asked for it (it
     // sends its hello as soon as it reads CREATE_STREAMS).
     let udp = match params.protocol {
@@ -520,6 +523,9 @@ async fn run_test_inner(
         return Err(e);
     }
     running.stop().await;
+    for e in running.errors() {
+        tracing::warn!(peer = ?stream.peer_addr().ok(), "a data stream failed: {e}");
+    }
     let samples = running.samples();
     let t_end = running.ended_at().duration_since(started).as_secs_f64();
     if interval.is_some() && reporter.pending(t_end) {
@@ -560,7 +566,7 @@ async fn run_test_inner(
             return Err(format!("expected the client's results, got {other:?}"));
         }
     };
-    let finished = reporter.finish(&mine, Some(&client), zc);
+    let finished = reporter.finish(&mine, Some(&client), &samples, zc);
     text += &finished.text;
     let doc = if svc.opts.json {
         let mut doc = serde_json::json!({
@@ -695,6 +701,8 @@ fn udp_listener(bind: SocketAddr, p: &Params) -> Result<Socket, String> {
 impl<'a> UdpSetup<'a> {
     /// Waits for the set-up to be free (up to the set-up time) and binds the first listener.
     async fn begin(svc: &'a PerfService, control: &TcpStream, p: &Params) -> Result<UdpSetup<'a>, String> {
+        let client_ip = control.peer_addr().map_err(|e| e.to_string())?.ip().to_canonical();
+        let local = control.local_addr().map_err(|e| e.to_string())?;
         let deadline = runtime::now() + SETUP_TIMEOUT;
         while svc.udp_setup.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
             if runtime::now() >= deadline {
@@ -705,10 +713,9 @@ impl<'a> UdpSetup<'a> {
         let mut setup = UdpSetup {
             lock: &svc.udp_setup,
             bind: SocketAddr::new(svc.opts.listen.ip(), svc.opts.listen.port()),
-            client_ip: control.peer_addr().map_err(|e| e.to_string())?.ip().to_canonical(),
+            client_ip,
             listener: None,
         };
-        let local = control.local_addr().map_err(|e| e.to_string())?;
         setup.bind.set_port(local.port());
         setup.listener = Some(udp_listener(setup.bind, p)?);
         Ok(setup)
@@ -737,7 +744,10 @@ impl<'a> UdpSetup<'a> {
                 }
             };
             if hello.len() != 4 {
-                return Err(format!("a UDP stream's hello was {} bytes, not 4", hello.len()));
+                // A late datagram of an earlier test from the same host: not a hello.
+                self.listener = Some(udp_listener(self.bind, p)?);
+                drop(sock);
+                continue;
             }
             let fd = sock.raw_fd();
             let sref = socket2::SockRef::from(&sock);

@@ -200,6 +200,12 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
     for (s, c) in &list {
         match (&s.sock, s.sender) {
             (Sock::Tcp(t), true) => {
+                if shared.plan.bitrate > 0 {
+                    // TCP at a bitrate: the kernel paces the socket (internal pacing, no qdisc needed).
+                    if let Err(e) = crate::sys::set_max_pacing_rate(s.raw_fd(), shared.plan.bitrate / 8) {
+                        c.error.borrow_mut().get_or_insert_with(|| format!("pacing at the bitrate: {e}"));
+                    }
+                }
                 for _ in 0..tcp_depth(shared.plan.len) {
                     senders.push(runtime::spawn(tcp_sender(t.clone(), c.clone(), shared.clone())));
                 }
@@ -282,6 +288,14 @@ impl Streams {
         }
     }
 
+    /// The first error of each stream that failed, as "stream ID: error".
+    pub fn errors(&self) -> Vec<String> {
+        self.list
+            .iter()
+            .filter_map(|(s, c)| c.error.borrow().as_ref().map(|e| format!("stream {}: {e}", s.id)))
+            .collect()
+    }
+
     /// When the last stream stopped counting (now, if one still counts).
     pub fn ended_at(&self) -> Instant {
         self.list.iter().map(|(_, c)| c.ended.get().unwrap_or_else(runtime::now)).max().unwrap_or_else(runtime::now)
@@ -296,14 +310,24 @@ impl Streams {
     }
 
     /// Closes the sockets.
-    pub async fn close(self) {
-        for (s, _) in self.list {
+    pub async fn close(mut self) {
+        self.abort();
+        for (s, _) in std::mem::take(&mut self.list) {
             if let Sock::Tcp(t) = s.sock {
                 if let Ok(t) = Rc::try_unwrap(t) {
                     let _ = t.close().await;
                 }
             }
         }
+    }
+}
+
+impl Drop for Streams {
+    /// A test that ends any way (an error, a lost control connection) stops its streams' tasks:
+    /// they are detached, and would otherwise go on sending.
+    fn drop(&mut self) {
+        self.shared.stop.set();
+        self.shared.hard.set();
     }
 }
 
@@ -368,7 +392,7 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
             }
             Err(e) => {
                 sh.give_back(want);
-                c.error.borrow_mut().get_or_insert_with(|| format!("send: {e}"));
+                note_error(&c, &sh, format!("send: {e}"));
                 return;
             }
         }
@@ -398,7 +422,7 @@ async fn tcp_receiver(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
                 sh.received(chunk.len());
             }
             Some(Err(e)) => {
-                c.error.borrow_mut().get_or_insert_with(|| format!("receive: {e}"));
+                note_error(&c, &sh, format!("receive: {e}"));
                 break;
             }
             None => {
@@ -448,14 +472,14 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
                 c.packets.set(c.packets.get() + count as u64);
                 c.sends.set(c.sends.get() + 1);
             }
-            // A full socket buffer or an unreachable peer (ICMP) costs these datagrams, as it does
-            // iperf3's: counted as sent by neither side.
+            // A full socket buffer or an unreachable peer (ICMP): these sequence numbers are spent
+            // and the receiver counts them lost (iperf3 3.12 does the same).
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECONNREFUSED | libc::EAGAIN)) => {
                 sh.give_back(want);
                 runtime::sleep(Duration::from_micros(200)).await;
             }
             Err(e) => {
-                c.error.borrow_mut().get_or_insert_with(|| format!("send: {e}"));
+                note_error(&c, &sh, format!("send: {e}"));
                 return;
             }
         }
@@ -496,7 +520,7 @@ async fn udp_receiver(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>) {
             }
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
             Err(e) => {
-                c.error.borrow_mut().get_or_insert_with(|| format!("receive: {e}"));
+                note_error(&c, &sh, format!("receive: {e}"));
                 break;
             }
         }
@@ -514,4 +538,12 @@ fn receiver_ended(c: &Counters, sh: &Shared) {
         _ => now,
     };
     c.ended.set(Some(end));
+}
+
+/// A stream's failure, unless the test was already stopping (a peer that closes its data
+/// connections once the test is over, as iperf3 does, is not a failure).
+fn note_error(c: &Counters, sh: &Shared, e: String) {
+    if !sh.stop.is_set() {
+        c.error.borrow_mut().get_or_insert(e);
+    }
 }

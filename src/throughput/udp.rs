@@ -66,7 +66,7 @@ impl UdpReceiver {
         self.received += 1;
         if seq > self.highest {
             if seq > self.highest + 1 {
-                self.lost += (seq - 1 - self.highest) as i64;
+                self.lost = self.lost.saturating_add(i64::try_from(seq - 1 - self.highest).unwrap_or(i64::MAX));
             }
             self.highest = seq;
         } else {
@@ -111,7 +111,7 @@ impl Pacer {
             return (burst, None);
         }
         let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
-        let allowed = (elapsed * self.rate as f64 / self.bits as f64) as u64 + 1;
+        let allowed = ((elapsed * self.rate as f64 / self.bits as f64) as u64).saturating_add(1);
         let n = allowed.saturating_sub(self.sent).min(burst);
         if n > 0 {
             return (n, None);
