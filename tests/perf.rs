@@ -127,8 +127,9 @@ fn two_clients_at_once_and_a_refusal_past_the_limit() {
 fn udp_loss_is_reported_when_the_bitrate_exceeds_what_the_receiver_takes() {
     let _s = serial();
     let server = perf_server(&[]);
-    // A receive buffer of 64 KiB and 2 Gbit/s of 1,400 B datagrams: the receiver drops some.
-    let (v, code, err) = client_json(server.addr, &["-u", "-b", "2G", "-l", "1400", "-w", "64K", "-t", "1"]);
+    // The smallest receive buffer (room for one 8,000 B datagram at a time) and 5 Gbit/s offered:
+    // every burst of two loses one, however fast the receiver.
+    let (v, code, err) = client_json(server.addr, &["-u", "-b", "5G", "-l", "8000", "-w", "4K", "-t", "1"]);
     assert_eq!(code, 0, "{err}");
     let r = &v["end"]["sum_received"];
     let lost = r["lost_packets"].as_i64().unwrap();
@@ -423,4 +424,62 @@ fn across_two_namespaces_joined_by_veth() {
         assert_eq!(v["start"]["connected"][0]["remote_host"], "10.77.0.1");
     }
     drop(server);
+}
+
+#[test]
+fn a_server_that_stops_mid_test_leaves_partial_results_and_one_line() {
+    let _s = serial();
+    let server = perf_server(&[]);
+    let port = server.addr.port().to_string();
+    let child = ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(server); // SIGKILL: the control connection and the data stream go at once.
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("partial results"), "{stderr}");
+    // The intervals measured before the server went, and a summary of this side's counts.
+    assert!(stdout.contains("0.00-1.00"), "{stdout}");
+    assert!(stdout.contains("sender"), "{stdout}");
+}
+
+#[test]
+fn a_two_core_server_places_tests_by_cookie_and_reports_draw() {
+    let _s = serial();
+    // Two cores, unpinned: tests land on the core their cookie hashes to, their connections move
+    // there from whichever core accepted them.
+    let server = Server::start(&["perf", "server", "--listen", "127.0.0.1:0", "--cores", "2", "-J"]);
+    let dir = std::env::temp_dir().join(format!("ringnode-perf-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..4 {
+        let (v, code, err) = client_json(server.addr, &["-t", "1", "-P", "3", "-f", "m"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(bytes(&v, "sum_sent"), bytes(&v, "sum_received"));
+        std::fs::write(dir.join(format!("run{i}.json")), v.to_string()).unwrap();
+    }
+    // `ringnode report` reads perf documents: throughput per interval, and a plot.
+    let svg = dir.join("t.svg");
+    let files: Vec<String> = (0..2).map(|i| dir.join(format!("run{i}.json")).display().to_string()).collect();
+    let mut args = vec!["report", "--svg", svg.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    let out = run_bounded(ringnode(&args), Duration::from_secs(20));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("run0.json") && text.contains("bits/sec"), "{text}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<?xml") && plot.matches("<polyline").count() == 2, "{plot}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // -f m: the bitrate column in Mbits.
+    let port = server.addr.port().to_string();
+    let out =
+        run_bounded(ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "1", "-f", "m"]), Duration::from_secs(30));
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().filter(|l| l.contains("sec ")).all(|l| l.contains("Mbits/sec")), "{text}");
 }

@@ -75,9 +75,10 @@ pub enum Command {
     /// `perf client --target HOST` (iperf3 -c HOST), against each other or against iperf3.
     Perf(Box<super::perf::PerfArgs>),
     /// Merges HdrHistogram interval logs from `load --hdr-log` (histograms added, never
-    /// percentiles averaged), prints the percentiles and optionally draws them as an SVG.
+    /// percentiles averaged), prints the percentiles and optionally draws them as an SVG; or, given
+    /// `perf -J` documents, prints and draws throughput per interval.
     Report {
-        /// Interval log files.
+        /// Interval log files, or `perf -J` JSON documents.
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
         /// Write the latency percentile plot here.

@@ -358,6 +358,15 @@ fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
 }
 
 fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {
+    // `ringnode perf -J` documents: throughput per interval.
+    let docs: Vec<Option<serde_json::Value>> = files.iter().map(|f| super::perf::read_perf_doc(f)).collect();
+    if docs.iter().any(Option::is_some) {
+        if docs.iter().any(Option::is_none) {
+            return Err(Failure::usage("report: either interval logs (load --hdr-log) or perf -J documents, not both"));
+        }
+        let docs: Vec<serde_json::Value> = docs.into_iter().flatten().collect();
+        return super::perf::throughput_report(files, &docs, svg, json);
+    }
     let mut logs = Vec::new();
     for f in files {
         logs.push(report::read_interval_log(f).map_err(|e| Failure::runtime(e.to_string()))?);

@@ -130,8 +130,8 @@ pub struct PerfArgs {
     /// Print the server's report of the test too.
     #[arg(long)]
     pub get_server_output: bool,
-    /// iperf3's -f: accepted; units are chosen to fit (as iperf3's default).
-    #[arg(short = 'f', long, hide = true)]
+    /// The bitrate column's unit: k, m, g, t (bits/sec) or K, M, G, T (bytes/sec) [default: to fit].
+    #[arg(short = 'f', long, value_parser = parse_format)]
     pub format: Option<char>,
     /// IPv4 only.
     #[arg(short = '4', long = "version4", conflicts_with = "v6")]
@@ -182,6 +182,13 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     Ok((v * mult) as u64)
+}
+
+fn parse_format(s: &str) -> Result<char, String> {
+    match s {
+        "k" | "m" | "g" | "t" | "K" | "M" | "G" | "T" => Ok(s.chars().next().expect("one")),
+        _ => Err(format!("'{s}': one of k, m, g, t (bits) or K, M, G, T (bytes)")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -318,6 +325,19 @@ fn perf_client(a: &PerfArgs) -> Result<(), Failure> {
     if a.gso && !a.udp {
         return Err(Failure::usage("--gso: UDP only (add --udp)"));
     }
+    if a.zerocopy && a.udp {
+        return Err(Failure::usage("--zerocopy: TCP only (UDP sends many datagrams per enter, or --gso)"));
+    }
+    if let Some(cc) = &a.congestion {
+        let available =
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+        if !available.is_empty() && !available.split_whitespace().any(|c| c == cc) {
+            return Err(Failure::usage(format!(
+                "--congestion {cc}: not available here (available: {})",
+                available.trim()
+            )));
+        }
+    }
     let params = Params {
         protocol,
         omit: a.omit,
@@ -366,6 +386,7 @@ fn perf_client(a: &PerfArgs) -> Result<(), Failure> {
         connect_timeout: a.connect_timeout,
         latency: a.latency.then(|| LatencyOptions { every: a.latency_every, size: 64, hdr_log: a.latency_log.clone() }),
         timestamps: a.timestamps,
+        format_unit: a.format,
         out: Arc::new(|line: &str| {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
@@ -386,8 +407,91 @@ fn perf_client(a: &PerfArgs) -> Result<(), Failure> {
             Ok(())
         }
         Err(ClientError::Runtime(r)) => Err(r.into()),
-        Err(e) => Err(Failure::runtime(format!("perf: {e}"))),
+        Err(e) => {
+            // A test that never started still answers in the format asked for, as iperf3 does.
+            if let ClientError::Connect { .. } | ClientError::Protocol(_) = &e {
+                use std::io::Write as _;
+                let msg = e.to_string();
+                if format == OutputFormat::Json {
+                    let doc = serde_json::json!({"start": {}, "intervals": [], "end": {}, "error": msg});
+                    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                } else if format == OutputFormat::JsonStream {
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "{}",
+                        crate::throughput::report::event_line("error", serde_json::json!(msg))
+                    );
+                }
+            }
+            Err(Failure::runtime(format!("perf: {e}")))
+        }
     }
+}
+
+/// A `perf -J` document (ringnode's or iperf3's), if `path` holds one.
+pub fn read_perf_doc(path: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read(path).ok()?;
+    if text.iter().find(|b| !b.is_ascii_whitespace()).is_none_or(|b| *b != b'{') {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v.get("intervals").is_some_and(|i| i.is_array()).then_some(v)
+}
+
+/// `ringnode report` over `perf -J` documents: bits per second per interval (each direction's
+/// sum), printed, and drawn with `--svg`.
+pub fn throughput_report(
+    files: &[std::path::PathBuf],
+    docs: &[serde_json::Value],
+    svg: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (f, d) in files.iter().zip(docs) {
+        let name = f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
+        for (key, label) in [("sum", ""), ("sum_bidir_reverse", " (reverse)")] {
+            // Time runs on across the omitted seconds (their intervals restart at zero).
+            let mut points = Vec::new();
+            let mut t = 0.0;
+            for iv in d["intervals"].as_array().into_iter().flatten() {
+                let s = &iv[key];
+                let (Some(secs), Some(bps)) = (s["seconds"].as_f64(), s["bits_per_second"].as_f64()) else { continue };
+                t += secs;
+                points.push((t, bps));
+            }
+            if !points.is_empty() {
+                series.push((format!("{name}{label}"), points));
+            }
+        }
+    }
+    if series.is_empty() {
+        return Err(Failure::runtime("report: the documents have no intervals"));
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<serde_json::Value> = series
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "intervals": p.iter().map(|(t, b)| serde_json::json!({"end": t, "bits_per_second": b})).collect::<Vec<_>>()}))
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::json!({"throughput": v}));
+    } else {
+        for (n, p) in &series {
+            let _ = writeln!(out, "{n}:");
+            for (t, b) in p {
+                let _ = writeln!(out, "  {t:8.2} s  {}/sec", crate::throughput::report::adaptive(*b, true));
+            }
+        }
+    }
+    if let Some(path) = svg {
+        let doc = crate::report::line_svg("throughput per interval", "seconds", "bits per second", &series);
+        std::fs::write(path, doc)
+            .map_err(|e| Failure::runtime(format!("--svg {}: cannot write: {e}", path.display())))?;
+        if !json {
+            let _ = writeln!(out, "plot: {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

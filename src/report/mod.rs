@@ -8,7 +8,7 @@ mod svg;
 
 pub use hdr::{read_interval_log, with_interval_log, IntervalLog, LogSummary};
 pub use hdrhistogram::Histogram as HdrHistogram;
-pub use svg::percentile_svg;
+pub use svg::{line_svg, percentile_svg};
 
 use serde_json::json;
 

@@ -90,3 +90,73 @@ pub fn percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) -> Stri
     out += "</svg>\n";
     out
 }
+
+/// A line chart of `series` (name, points (x, y)), titled `title`, with its axes labelled; y from
+/// zero to the highest point. For values over time (throughput per interval).
+pub fn line_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+    let xmax = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).fold(0.0f64, f64::max).max(1e-9);
+    let ymax = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(0.0f64, f64::max).max(1e-9);
+    let x_of = |x: f64| LEFT + (W - LEFT - RIGHT) * x / xmax;
+    let y_of = |y: f64| TOP + (H - TOP - BOTTOM) * (1.0 - y / ymax);
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
+        W / 2.0,
+        escape(title)
+    );
+    out += &format!(
+        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
+        H - BOTTOM,
+        W - RIGHT,
+        H - BOTTOM,
+        H - BOTTOM
+    );
+    for i in 0..=5 {
+        let (x, y) = (xmax * f64::from(i) / 5.0, ymax * f64::from(i) / 5.0);
+        let (px, py) = (x_of(x), y_of(y));
+        out += &format!(
+            "<line x1=\"{px:.1}\" y1=\"{TOP}\" x2=\"{px:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\n<text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{x:.1}</text>\n",
+            H - BOTTOM,
+            H - BOTTOM + 18.0
+        );
+        out += &format!(
+            "<line x1=\"{LEFT}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#eee\"/>\n<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            W - RIGHT,
+            LEFT - 6.0,
+            py + 4.0,
+            short_number(y)
+        );
+    }
+    out += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{}</text>\n",
+        (LEFT + W - RIGHT) / 2.0,
+        H - 16.0,
+        escape(x_label),
+        H / 2.0,
+        H / 2.0,
+        escape(y_label)
+    );
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", x_of(x), y_of(y))).collect();
+        out +=
+            &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n", pts.join(" "));
+        out += &format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>\n",
+            LEFT + 10.0,
+            TOP + 16.0 * (i as f64 + 1.0),
+            escape(name)
+        );
+    }
+    out += "</svg>\n";
+    out
+}
+
+/// 1.5G, 250M, 12k: an axis label.
+fn short_number(v: f64) -> String {
+    for (div, suffix) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if v >= div {
+            return format!("{:.1}{suffix}", v / div);
+        }
+    }
+    format!("{v:.1}")
+}

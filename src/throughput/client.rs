@@ -64,6 +64,8 @@ pub struct ClientConfig {
     pub latency: Option<LatencyOptions>,
     /// Prefix text lines with the time.
     pub timestamps: bool,
+    /// iperf3's `-f`: the bitrate column's unit.
+    pub format_unit: Option<char>,
     /// Where text lines and JSON events go, as they are made.
     pub out: Arc<dyn Fn(&str) + Send + Sync>,
     /// The runtime layout (one core).
@@ -105,7 +107,20 @@ pub fn run_client(cfg: ClientConfig) -> Result<ClientOutcome, ClientError> {
     let cfg = Arc::new(cfg);
     let mut results = runtime::run(rt, move |_core| {
         let cfg = cfg.clone();
-        async move { client(&cfg).await }
+        async move {
+            // Ctrl-C in any phase (set-up, the exchange) ends the client; the running loop also
+            // watches it, to tell the server and print what was measured.
+            match runtime::select(client(&cfg), async {
+                runtime::shutdown_requested().await;
+                // Let the running loop see it first (it prints partial results).
+                runtime::sleep(Duration::from_secs(3)).await;
+            })
+            .await
+            {
+                Either::Left(r) => r,
+                Either::Right(()) => Err(Failure::Failed("interrupted".into())),
+            }
+        }
     })?;
     match results.pop() {
         Some(Ok(json)) => Ok(ClientOutcome { json }),
@@ -371,6 +386,7 @@ async fn run(
                     sndbuf,
                     rcvbuf,
                     mss: u64::from(mss.unwrap_or(0)),
+                    format: cfg.format_unit,
                 };
                 let cpu = CpuMark::now();
                 let streams = streams::start(list, plan_for(p, true));
@@ -399,10 +415,14 @@ async fn run(
     let end_at = by_time.then(|| started + Duration::from_secs_f64(p.omit + p.time));
     let mut next_tick = interval.map(|i| started + i);
     let done = live.streams.done();
+    // Receiving UDP by bytes: lost datagrams can keep the target out of reach; a second of silence
+    // after data ends the test.
+    let watch_quiet = !by_time && p.protocol == Protocol::Udp && p.direction != proto::Direction::Forward;
     let mut failure = None;
     let mut stopped_by_user = false;
     loop {
-        let wake = [next_tick, omit_end.filter(|_| live.reporter.omitting()), end_at]
+        let quiet_check = watch_quiet.then(|| runtime::now() + Duration::from_millis(250));
+        let wake = [next_tick, omit_end.filter(|_| live.reporter.omitting()), end_at, quiet_check]
             .into_iter()
             .flatten()
             .min()
@@ -443,6 +463,9 @@ async fn run(
             live.reporter.end_omit(t, &live.streams.samples());
         }
         if end_at.is_some_and(|e| now >= e) {
+            break;
+        }
+        if watch_quiet && live.streams.receivers_quiet_for(Duration::from_secs(1)) {
             break;
         }
     }
@@ -557,6 +580,17 @@ async fn run(
         }
     }
     out.text(&text);
+    if let Some(f) = &failure {
+        out.event("error", json!(f));
+    }
+    if let Some(r) = &peer {
+        if let Some(t) = &r.server_output_text {
+            out.event("server_output_text", json!(t));
+        }
+        if let Some(j) = &r.server_output_json {
+            out.event("server_output_json", j.clone());
+        }
+    }
     out.event("end", end.clone());
     let mut doc = json!({"start": live.start_json, "intervals": live.reporter.intervals_json(), "end": end});
     if let Some(j) = peer.as_ref().and_then(|r| r.server_output_json.clone()) {
@@ -571,7 +605,6 @@ async fn run(
         None => Ok(doc),
         Some(f) => {
             doc["error"] = json!(f);
-            out.event("error", json!(f));
             if cfg.format == OutputFormat::Json {
                 (cfg.out)(&serde_json::to_string_pretty(&doc).unwrap_or_default());
             }

@@ -47,6 +47,9 @@ pub struct TestInfo {
     pub rcvbuf: u64,
     /// The first TCP stream's MSS.
     pub mss: u64,
+    /// iperf3's `-f`: the bitrate column's unit (`k`/`m`/`g`/`t` bits, `K`/`M`/`G`/`T` bytes;
+    /// `None` or anything else: chosen to fit).
+    pub format: Option<char>,
 }
 
 /// Formats `n` of `unit` with iperf3's adaptive prefixes: 3 significant digits, base 1024 for
@@ -71,6 +74,31 @@ pub fn adaptive(n: f64, bits: bool) -> String {
         format!("{v:4.0}")
     };
     format!("{num} {}", names[i])
+}
+
+/// A bitrate as iperf3's `-f` asks: a fixed unit (`k`, `m`, `g`, `t`: bits with decimal prefixes;
+/// `K`, `M`, `G`, `T`: bytes with binary prefixes), else chosen to fit. Without "/sec".
+pub fn bitrate_text(bits_per_s: f64, format: Option<char>) -> String {
+    let (div, name) = match format {
+        Some('k') => (1e3, "Kbits"),
+        Some('m') => (1e6, "Mbits"),
+        Some('g') => (1e9, "Gbits"),
+        Some('t') => (1e12, "Tbits"),
+        Some('K') => (8.0 * 1024.0, "KBytes"),
+        Some('M') => (8.0 * 1024.0 * 1024.0, "MBytes"),
+        Some('G') => (8.0 * 1024.0 * 1024.0 * 1024.0, "GBytes"),
+        Some('T') => (8.0 * 1024.0f64.powi(4), "TBytes"),
+        _ => return adaptive(bits_per_s, true),
+    };
+    let v = bits_per_s / div;
+    let num = if v < 9.995 {
+        format!("{v:4.2}")
+    } else if v < 99.95 {
+        format!("{v:4.1}")
+    } else {
+        format!("{v:4.0}")
+    };
+    format!("{num} {name}")
 }
 
 fn rate(bytes: u64, seconds: f64) -> f64 {
@@ -267,7 +295,7 @@ impl Reporter {
                 start,
                 end,
                 adaptive(bytes as f64, false),
-                adaptive(rate(bytes, secs), true)
+                bitrate_text(rate(bytes, secs), self.info.format)
             );
             let group =
                 usize::from(self.info.params.direction == Direction::Bidir && s.sender != self.info.streams[0].sender);
@@ -350,7 +378,7 @@ impl Reporter {
                     start,
                     end,
                     adaptive(sum.0 as f64, false),
-                    adaptive(rate(sum.0, secs), true),
+                    bitrate_text(rate(sum.0, secs), self.info.format),
                     if omitted { "  (omitted)" } else { "" }
                 );
             }
@@ -491,14 +519,16 @@ impl Reporter {
                     0.0,
                     secs,
                     adaptive(bytes as f64, false),
-                    adaptive(rate(bytes, secs), true)
+                    bitrate_text(rate(bytes, secs), self.info.format)
                 )
             };
             if udp {
                 let rp = rcv.packets.saturating_sub(rcv.omitted_packets);
                 let pct = if rp > 0 { 100.0 * rcv_lost as f64 / rp as f64 } else { 0.0 };
                 let sp = snd.packets.saturating_sub(snd.omitted_packets);
-                text += &format!("{}  {:.3} ms  0/{sp} (0%)  sender\n", line(snd.bytes, stime), 0.0);
+                if s.sender || peer.is_some() {
+                    text += &format!("{}  {:.3} ms  0/{sp} (0%)  sender\n", line(snd.bytes, stime), 0.0);
+                }
                 if rcv_known {
                     text += &format!(
                         "{}  {:.3} ms  {}/{rp} ({pct:.2}%)  receiver\n",
@@ -521,7 +551,9 @@ impl Reporter {
                 }}));
             } else {
                 let retr = if snd.retransmits >= 0 { format!("{:>5}", snd.retransmits) } else { "     ".into() };
-                text += &format!("{}  {retr}             sender\n", line(snd.bytes, stime));
+                if s.sender || peer.is_some() {
+                    text += &format!("{}  {retr}             sender\n", line(snd.bytes, stime));
+                }
                 if rcv_known {
                     text += &format!("{}                  receiver\n", line(rcv.bytes, rtime));
                 }
@@ -585,7 +617,7 @@ impl Reporter {
                         0.0,
                         secs,
                         adaptive(bytes as f64, false),
-                        adaptive(rate(bytes, secs), true)
+                        bitrate_text(rate(bytes, secs), self.info.format)
                     )
                 };
                 if udp {
@@ -692,6 +724,9 @@ mod tests {
         assert_eq!(adaptive(26.6e9, true), "26.6 Gbits");
         assert_eq!(adaptive(895.0 * 1024.0, false), " 895 KBytes");
         assert_eq!(adaptive(0.0, true), "0.00 bits");
+        assert_eq!(bitrate_text(26.6e9, Some('m')), "26600 Mbits");
+        assert_eq!(bitrate_text(8.0 * 1024.0 * 1024.0 * 5.0, Some('M')), "5.00 MBytes");
+        assert_eq!(bitrate_text(26.6e9, None), "26.6 Gbits");
     }
 
     #[test]

@@ -468,6 +468,7 @@ async fn run_test_inner(
         sndbuf: 0,
         rcvbuf: 0,
         mss: 0,
+        format: None,
     };
     let congestion = data.iter().find_map(|d| match &d.sock {
         Sock::Tcp(t) => socket2::SockRef::from(&*t.shared_fd()).tcp_congestion().ok(),

@@ -117,6 +117,9 @@ struct Shared {
     plan: Plan,
     /// Bytes (or blocks, as bytes) the senders may still send; `None`: no limit.
     budget: Cell<Option<u64>>,
+    /// The whole budget, and the bytes of it sent so far.
+    total: Option<u64>,
+    sent: Cell<u64>,
     received: Cell<u64>,
     /// Set when the senders spent the budget or the receivers reached their target.
     done: Flag,
@@ -136,11 +139,17 @@ impl Shared {
             Some(left) => {
                 let n = (left as usize).min(want);
                 self.budget.set(Some(left - n as u64));
-                if left - n as u64 == 0 {
-                    self.done.set();
-                }
                 n
             }
+        }
+    }
+
+    /// `n` bytes of the budget went: the test is done once all of it has.
+    fn sent(&self, n: usize) {
+        let sent = self.sent.get() + n as u64;
+        self.sent.set(sent);
+        if self.total.is_some_and(|t| sent >= t) {
+            self.done.set();
         }
     }
 
@@ -187,6 +196,8 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
     let shared = Rc::new(Shared {
         plan,
         budget: Cell::new(budget),
+        total: budget,
+        sent: Cell::new(0),
         received: Cell::new(0),
         done: Flag::new(),
         stop: Flag::new(),
@@ -296,6 +307,23 @@ impl Streams {
             .collect()
     }
 
+    /// Whether every receiving stream got data and then nothing for `d` (a UDP receiver whose
+    /// byte target cannot be met because datagrams were lost).
+    pub fn receivers_quiet_for(&self, d: Duration) -> bool {
+        let now = runtime::now();
+        let mut any = false;
+        for (s, c) in &self.list {
+            if !s.sender {
+                any = true;
+                match c.last_data.get() {
+                    Some(t) if now.saturating_duration_since(t) >= d => {}
+                    _ => return false,
+                }
+            }
+        }
+        any
+    }
+
     /// When the last stream stopped counting (now, if one still counts).
     pub fn ended_at(&self) -> Instant {
         self.list.iter().map(|(_, c)| c.ended.get().unwrap_or_else(runtime::now)).max().unwrap_or_else(runtime::now)
@@ -339,16 +367,18 @@ async fn unless_hard<F: std::future::Future>(hard: &Flag, f: F) -> Option<F::Out
     }
 }
 
+/// The block TCP senders send, one per core (a core-local value).
+#[derive(Default)]
+struct BlockCache(RefCell<Option<Bytes>>);
+
 /// One of a TCP stream's in-flight senders: the same block again and again (iperf3's receivers
 /// count bytes and look at none of them).
 async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
-    thread_local! {
-        static BLOCKS: RefCell<Option<Bytes>> = const { RefCell::new(None) };
-    }
     let len = sh.plan.len;
     // One shared block per core and size: the kernel copies from it (or, zero-copy, reads it).
-    let block = BLOCKS.with(|b| {
-        let mut b = b.borrow_mut();
+    let cache = crate::runtime::Core::with(|core| core.local::<BlockCache>());
+    let block = {
+        let mut b = cache.0.borrow_mut();
         match b.as_ref() {
             Some(x) if x.len() == len => x.clone(),
             _ => {
@@ -357,43 +387,54 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
                 x
             }
         }
-    });
+    };
     while !sh.stop.is_set() {
         let want = sh.take(len);
         if want == 0 {
             break;
         }
-        let chunk = block.slice(..want);
-        let r = if sh.plan.zerocopy {
-            let Some((r, _, copied)) =
-                unless_hard(&sh.hard, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
-            else {
-                sh.give_back(want);
-                return;
+        // This reservation goes whole (a short send sends its rest), so that a byte budget is
+        // spent exactly.
+        let mut off = 0;
+        while off < want {
+            let chunk = block.slice(off..want);
+            let r = if sh.plan.zerocopy {
+                let Some((r, _, copied)) =
+                    unless_hard(&sh.hard, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
+                else {
+                    sh.give_back(want - off);
+                    return;
+                };
+                match copied {
+                    Some(true) => c.zc_copied.set(c.zc_copied.get() + 1),
+                    Some(false) => c.zc_zero_copy.set(c.zc_zero_copy.get() + 1),
+                    None => {}
+                }
+                r
+            } else {
+                let Some((r, _)) = unless_hard(&sh.hard, t.send(chunk, 0)).await else {
+                    sh.give_back(want - off);
+                    return;
+                };
+                r
             };
-            match copied {
-                Some(true) => c.zc_copied.set(c.zc_copied.get() + 1),
-                Some(false) => c.zc_zero_copy.set(c.zc_zero_copy.get() + 1),
-                None => {}
-            }
-            r
-        } else {
-            let Some((r, _)) = unless_hard(&sh.hard, t.send(chunk, 0)).await else {
-                sh.give_back(want);
-                return;
-            };
-            r
-        };
-        match r {
-            Ok(n) => {
-                c.bytes.set(c.bytes.get() + n as u64);
-                c.sends.set(c.sends.get() + 1);
-                sh.give_back(want - n);
-            }
-            Err(e) => {
-                sh.give_back(want);
-                note_error(&c, &sh, format!("send: {e}"));
-                return;
+            match r {
+                Ok(n) if n > 0 => {
+                    c.bytes.set(c.bytes.get() + n as u64);
+                    c.sends.set(c.sends.get() + 1);
+                    sh.sent(n);
+                    off += n;
+                }
+                Ok(_) => {
+                    sh.give_back(want - off);
+                    note_error(&c, &sh, "send: the socket took nothing".into());
+                    return;
+                }
+                Err(e) => {
+                    sh.give_back(want - off);
+                    note_error(&c, &sh, format!("send: {e}"));
+                    return;
+                }
             }
         }
     }
@@ -471,6 +512,7 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
                 c.bytes.set(c.bytes.get() + sent as u64);
                 c.packets.set(c.packets.get() + count as u64);
                 c.sends.set(c.sends.get() + 1);
+                sh.sent(want);
             }
             // A full socket buffer or an unreachable peer (ICMP): these sequence numbers are spent
             // and the receiver counts them lost (iperf3 3.12 does the same).
