@@ -242,9 +242,13 @@ fn interop_with_iperf3_both_ways() {
         assert_eq!(code, 0, "ringnode -> iperf3 {args:?}: {err}");
         let (sent, received) = (bytes(&v, "sum_sent"), bytes(&v, "sum_received"));
         assert!(received > 0 && received <= sent, "{args:?}: sent {sent} received {received}");
-        if args.contains(&"-R") || args.contains(&"-u") {
-            // iperf3 sends, ringnode drains every byte; or UDP at a rate loopback carries whole.
+        if args.contains(&"-R") {
+            // iperf3 sends, ringnode drains every byte.
             assert_eq!(sent, received, "{args:?}");
+        }
+        if args.contains(&"-u") {
+            // iperf3's receiver stops reading when the test ends: a last burst may go unread.
+            assert!(sent - received <= sent / 100, "{args:?}: sent {sent} received {received}");
         }
     }
     // iperf3 client, ringnode server: iperf3's own report.

@@ -412,7 +412,20 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
                 }
                 r
             } else {
-                let Some((r, _)) = unless_hard(&sh.hard, t.send(chunk, 0)).await else {
+                // Small writes say more follow (they do: several are in flight), so the kernel
+                // fills segments instead of sending one per write.
+                let more = len < 64 * 1024;
+                let op = if more {
+                    crate::ring::ops::send_more(t.shared_fd(), chunk, 0)
+                } else {
+                    crate::ring::ops::send(t.shared_fd(), chunk, 0)
+                };
+                let Some((r, _)) = unless_hard(&sh.hard, async move {
+                    let (c, (_, b)) = op.await;
+                    (c.into_result().map(|n| n as usize), b)
+                })
+                .await
+                else {
                     sh.give_back(want - off);
                     return;
                 };
@@ -440,39 +453,66 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
     }
 }
 
+/// Bytes a TCP receiver asks for per receive (iperf3 reads one block, 128 KiB by default).
+pub const TCP_READ: usize = 128 * 1024;
+
 /// A TCP stream's receiver: counts what arrives until the peer ends the stream or, after the
-/// stop, until it goes quiet.
+/// stop, until it goes quiet. One receive at a time into one buffer that stays hot in the cache
+/// (a bulk receiver cycling through a pool's buffers copies into cold memory); a receive still
+/// pending at the end is cancelled and awaited, so no byte the kernel handed over goes uncounted.
 async fn tcp_receiver(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
-    let mut rx = t.recv_stream();
-    loop {
-        let next = if sh.stop.is_set() {
-            match unless_hard(&sh.hard, runtime::timeout(QUIET, rx.next())).await {
-                Some(Ok(r)) => r,
-                _ => break,
+    let fd = t.shared_fd();
+    let mut buf: Vec<u8> = Vec::with_capacity(TCP_READ);
+    let mut poll_first = false;
+    'outer: loop {
+        buf.clear();
+        let mut op = crate::ring::ops::recv(fd.clone(), std::mem::take(&mut buf), poll_first);
+        let (done, data) = loop {
+            if sh.stop.is_set() {
+                match runtime::select(runtime::select(&mut op, runtime::sleep(QUIET)), sh.hard.wait()).await {
+                    Either::Left(Either::Left(r)) => break r,
+                    _ => {
+                        // Quiet (or the hard stop): cancel, and count what it got before the cancel.
+                        op.cancel();
+                        let (done, data) = (&mut op).await;
+                        if let Ok(n) = done.into_result() {
+                            count_received(&c, &sh, n as usize);
+                        }
+                        drop(data);
+                        break 'outer;
+                    }
+                }
             }
-        } else {
-            match runtime::select(rx.next(), sh.stop.wait()).await {
-                Either::Left(r) => r,
+            match runtime::select(&mut op, sh.stop.wait()).await {
+                Either::Left(r) => break r,
                 Either::Right(()) => continue,
             }
         };
-        match next {
-            Some(Ok(chunk)) => {
-                c.bytes.set(c.bytes.get() + chunk.len() as u64);
-                c.last_data.set(Some(runtime::now()));
-                sh.received(chunk.len());
-            }
-            Some(Err(e)) => {
-                note_error(&c, &sh, format!("receive: {e}"));
+        buf = data.1;
+        match done.into_result() {
+            Ok(0) => {
+                c.eof.set(true);
                 break;
             }
-            None => {
-                c.eof.set(true);
+            Ok(n) => {
+                count_received(&c, &sh, n as usize);
+                poll_first = (n as usize) < TCP_READ;
+            }
+            Err(e) => {
+                note_error(&c, &sh, format!("receive: {e}"));
                 break;
             }
         }
     }
     receiver_ended(&c, &sh);
+}
+
+fn count_received(c: &Counters, sh: &Shared, n: usize) {
+    if n > 0 {
+        c.bytes.set(c.bytes.get() + n as u64);
+        c.last_data.set(Some(runtime::now()));
+        sh.received(n);
+    }
 }
 
 /// One of a UDP stream's in-flight senders: takes the next sequence numbers the pacer allows,

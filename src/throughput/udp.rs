@@ -116,10 +116,14 @@ impl Pacer {
         if n > 0 {
             return (n, None);
         }
-        // When the next falls due, a microsecond late so that the float rounding cannot wake
-        // the sender a hair early, find nothing due, and spin (a deadline already past does not
-        // wait); never before `now`.
-        let next = (self.sent as f64) * self.bits as f64 / self.rate as f64;
+        // Wake when a burst's worth is due: what falls due in a millisecond (iperf3's pacing
+        // timer), at least one datagram, at most 64 — not once per datagram, which at a
+        // few Gbit/s would be a wake-up every few microseconds. A microsecond late, so that the
+        // float rounding cannot wake the sender a hair early and find nothing due (a deadline
+        // already past does not wait); never before `now`.
+        let per_ms = (self.rate as f64 / self.bits as f64 / 1000.0).floor() as u64;
+        let quantum = per_ms.clamp(1, 64);
+        let next = ((self.sent + quantum - 1) as f64) * self.bits as f64 / self.rate as f64;
         let at = self.start + Duration::from_secs_f64(next) + Duration::from_micros(1);
         (0, Some(at.max(now + Duration::from_micros(1))))
     }
@@ -179,7 +183,14 @@ mod tests {
         p.sent(n);
         let (n, next) = p.due(t0, 64);
         assert_eq!(n, 0);
+        // One per millisecond at this rate: the next is due at 1 ms.
         assert_eq!(next, Some(t0 + Duration::from_millis(1) + Duration::from_micros(1)));
+        // At 80 Mbit/s, ten fall due each millisecond: the sender sleeps until ten are due.
+        let mut fast = Pacer::new(t0, 80_000_000, 1000);
+        fast.sent(1);
+        let (n, next) = fast.due(t0, 64);
+        assert_eq!(n, 0);
+        assert_eq!(next, Some(t0 + Duration::from_micros(1000) + Duration::from_micros(1)));
         let (n, _) = p.due(t0 + Duration::from_millis(100), 64);
         assert_eq!(n, 64, "capped at the burst");
         p.sent(n);

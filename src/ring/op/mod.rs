@@ -31,7 +31,7 @@ pub use recv::recv;
 pub use recv_multi::{recv_multi, recv_select};
 pub use recvmsg::{recvmsg, DatagramData, MsgStore};
 pub use recvmsg_multi::{parse_datagram, recvmsg_multi, MsgTemplate};
-pub use send::send;
+pub use send::{send, send_more};
 pub use send_zc::{sendmsg_zc, ZcSendData, NOTIF_USAGE_ZC_COPIED};
 pub use sendmsg::sendmsg;
 pub use shutdown::shutdown;
