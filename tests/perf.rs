@@ -211,16 +211,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[test]
-fn interop_with_iperf3_both_ways() {
-    let _s = serial();
+/// Debian's iperf3 as a server on a free loopback port (killed on drop), or `None` after saying
+/// why it is missing.
+fn iperf3_server() -> Option<(&'static str, Kill, SocketAddr)> {
     let Some(iperf) = iperf3() else {
         skip("iperf3 is not installed (apt-get install iperf3)");
-        return;
+        return None;
     };
-    // ringnode client, iperf3 server.
     let port = free_port();
-    let _srv = Kill(
+    let srv = Kill(
         Command::new(iperf)
             .args(["-s", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -229,7 +228,14 @@ fn interop_with_iperf3_both_ways() {
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    Some((iperf, srv, format!("127.0.0.1:{port}").parse().unwrap()))
+}
+
+#[test]
+fn interop_with_iperf3_both_ways() {
+    let _s = serial();
+    let Some((iperf, _srv, addr)) = iperf3_server() else { return };
+    // ringnode client, iperf3 server.
     let cases: [&[&str]; 5] = [
         &["-t", "1"],
         &["-t", "1", "-R"],
@@ -291,21 +297,8 @@ fn interop_with_iperf3_both_ways() {
 #[test]
 fn json_layout_has_iperf3s_keys() {
     let _s = serial();
-    let Some(iperf) = iperf3() else {
-        skip("iperf3 is not installed (apt-get install iperf3)");
-        return;
-    };
-    let port = free_port();
-    let _srv = Kill(
-        Command::new(iperf)
-            .args(["-s", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let Some((iperf, _srv, addr)) = iperf3_server() else { return };
+    let port = addr.port();
     let keys = |v: &Value| -> Vec<String> { v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default() };
     for extra in [&[][..], &["-u", "-b", "10M"][..], &["--bidir"][..]] {
         let mut iargs = vec!["-c", "127.0.0.1", "-p", &port.to_string(), "-J", "-t", "1"]
@@ -479,11 +472,17 @@ fn a_two_core_server_places_tests_by_cookie_and_reports_draw() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<?xml") && plot.matches("<polyline").count() == 2, "{plot}");
     let _ = std::fs::remove_dir_all(&dir);
-    // -f m: the bitrate column in Mbits.
+    // -f m: the bitrate column in Mbits; --get-server-output: the server's report too.
     let port = server.addr.port().to_string();
-    let out =
-        run_bounded(ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "1", "-f", "m"]), Duration::from_secs(30));
+    let out = run_bounded(
+        ringnode(&["perf", "-c", "127.0.0.1", "-p", &port, "-t", "1", "-f", "m", "--get-server-output"]),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().filter(|l| l.contains("sec ")).all(|l| l.contains("Mbits/sec")), "{text}");
+    let (mine, theirs) = text.split_once("Server output").unwrap_or_else(|| panic!("no server output: {text}"));
+    assert!(mine.lines().any(|l| l.contains(" sec ")), "{mine}");
+    assert!(mine.lines().filter(|l| l.contains(" sec ")).all(|l| l.contains("Mbits/sec")), "{mine}");
+    // This server writes JSON (-J): its report comes as JSON.
+    assert!(theirs.contains("\"sum_received\""), "{theirs}");
 }

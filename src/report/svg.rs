@@ -15,6 +15,23 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// The document's head, its title and the two axes.
+fn frame(title: &str) -> String {
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
+        W / 2.0,
+        escape(title)
+    );
+    out += &format!(
+        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
+        H - BOTTOM,
+        W - RIGHT,
+        H - BOTTOM,
+        H - BOTTOM
+    );
+    out
+}
+
 /// The plot of `series` (name, histogram in nanoseconds), titled `title`.
 pub fn percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
     // x: log10(1/(1-p)) from 0 (p=0) to 5 (p=99.999%).
@@ -25,19 +42,7 @@ pub fn percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) -> Stri
     };
     let ymax_ns = series.iter().map(|(_, h)| h.max()).max().unwrap_or(1).max(1) as f64;
     let y_of = |ns: f64| TOP + (H - TOP - BOTTOM) * (1.0 - ns / ymax_ns);
-    let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
-        W / 2.0,
-        escape(title)
-    );
-    // Axes and grid.
-    out += &format!(
-        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
-        H - BOTTOM,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
+    let mut out = frame(title);
     for (p, label) in
         [(0.0, "0%"), (0.9, "90%"), (0.99, "99%"), (0.999, "99.9%"), (0.9999, "99.99%"), (0.99999, "99.999%")]
     {
@@ -98,18 +103,7 @@ pub fn line_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, Ve
     let ymax = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(0.0f64, f64::max).max(1e-9);
     let x_of = |x: f64| LEFT + (W - LEFT - RIGHT) * x / xmax;
     let y_of = |y: f64| TOP + (H - TOP - BOTTOM) * (1.0 - y / ymax);
-    let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">{}</text>\n",
-        W / 2.0,
-        escape(title)
-    );
-    out += &format!(
-        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
-        H - BOTTOM,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
+    let mut out = frame(title);
     for i in 0..=5 {
         let (x, y) = (xmax * f64::from(i) / 5.0, ymax * f64::from(i) / 5.0);
         let (px, py) = (x_of(x), y_of(y));

@@ -578,6 +578,11 @@ async fn run(
             text += "\nServer output:\n";
             text += t;
         }
+        if let Some(j) = &r.server_output_json {
+            text += "\nServer output (JSON):\n";
+            text += &serde_json::to_string_pretty(j).unwrap_or_default();
+            text += "\n";
+        }
     }
     out.text(&text);
     if let Some(f) = &failure {

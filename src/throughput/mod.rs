@@ -24,15 +24,9 @@ use std::task::{Poll, Waker};
 pub use client::{run_client, ClientConfig, ClientError, ClientOutcome, OutputFormat};
 pub use server::{PerfServer, ServerLimits, ServerOptions};
 
-/// A one-way flag tasks on one core wait for.
+/// A one-way flag tasks on one core wait for: a [`Signal`] notified once.
 #[derive(Clone, Default)]
-pub struct Flag(Rc<FlagInner>);
-
-#[derive(Default)]
-struct FlagInner {
-    set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
-}
+pub struct Flag(Signal);
 
 impl Flag {
     /// An unset flag.
@@ -42,32 +36,19 @@ impl Flag {
 
     /// Sets it and wakes every waiter.
     pub fn set(&self) {
-        if !self.0.set.replace(true) {
-            for w in self.0.waiters.borrow_mut().drain(..) {
-                w.wake();
-            }
+        if !self.is_set() {
+            self.0.notify();
         }
     }
 
     /// Whether it is set.
     pub fn is_set(&self) -> bool {
-        self.0.set.get()
+        self.0.count() > 0
     }
 
     /// Resolves once it is set.
     pub async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.0.set.get() {
-                Poll::Ready(())
-            } else {
-                let mut w = self.0.waiters.borrow_mut();
-                if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                    w.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        })
-        .await
+        self.0.changed(0).await
     }
 }
 

@@ -66,14 +66,18 @@ pub fn adaptive(n: f64, bits: bool) -> String {
         v /= base;
         i += 1;
     }
-    let num = if v < 9.995 {
+    format!("{} {}", three_digits(v), names[i])
+}
+
+/// A number with iperf3's three significant digits (at least four characters wide).
+fn three_digits(v: f64) -> String {
+    if v < 9.995 {
         format!("{v:4.2}")
     } else if v < 99.95 {
         format!("{v:4.1}")
     } else {
         format!("{v:4.0}")
-    };
-    format!("{num} {}", names[i])
+    }
 }
 
 /// A bitrate as iperf3's `-f` asks: a fixed unit (`k`, `m`, `g`, `t`: bits with decimal prefixes;
@@ -90,15 +94,7 @@ pub fn bitrate_text(bits_per_s: f64, format: Option<char>) -> String {
         Some('T') => (8.0 * 1024.0f64.powi(4), "TBytes"),
         _ => return adaptive(bits_per_s, true),
     };
-    let v = bits_per_s / div;
-    let num = if v < 9.995 {
-        format!("{v:4.2}")
-    } else if v < 99.95 {
-        format!("{v:4.1}")
-    } else {
-        format!("{v:4.0}")
-    };
-    format!("{num} {name}")
+    format!("{} {name}", three_digits(bits_per_s / div))
 }
 
 fn rate(bytes: u64, seconds: f64) -> f64 {
