@@ -77,7 +77,7 @@ pub struct PerfArgs {
     #[arg(short = 'O', long, value_parser = parse_seconds_or_zero, default_value = "0")]
     pub omit: f64,
     /// Seconds between interval reports (0: none).
-    #[arg(short = 'i', long, value_parser = parse_seconds_or_zero, default_value = "1")]
+    #[arg(short = 'i', long, value_parser = parse_interval, default_value = "1")]
     pub interval: f64,
     /// The server sends, the client receives.
     #[arg(short = 'R', long, conflicts_with = "bidir")]
@@ -196,6 +196,14 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 86400.0 => Ok(v),
         Ok(_) => Err(format!("'{s}': between 0 and 86400 seconds")),
         Err(_) => super::parse_duration(s).map(|d| d.as_secs_f64()),
+    }
+}
+
+/// 0 (no intervals) or 0.1 to 60 seconds, as iperf3 allows.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match parse_seconds_or_zero(s)? {
+        v if v == 0.0 || (0.1..=60.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}': 0 (none) or between 0.1 and 60 seconds")),
     }
 }
 

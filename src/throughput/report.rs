@@ -540,6 +540,9 @@ impl Reporter {
                         .map_or(0, |x| x.udp.out_of_order)
                         .saturating_sub(self.base.get(i).map_or(0, |x| x.udp.out_of_order))
                 };
+                if ooo > 0 {
+                    text += &format!("[{:>3}] {ooo} datagrams received out-of-order\n", s.socket);
+                }
                 streams_json.push(json!({"udp": {
                     "socket": s.socket, "start": 0, "end": stime, "seconds": stime, "bytes": snd.bytes,
                     "bits_per_second": rate(snd.bytes, stime), "jitter_ms": rcv.jitter * 1000.0,
