@@ -330,7 +330,6 @@ struct Live {
     streams: Streams,
     reporter: Reporter,
     cpu: CpuMark,
-    timestamp: std::time::SystemTime,
     start_json: Value,
 }
 
@@ -395,7 +394,7 @@ async fn run(
                 let start_json = reporter.start_json(timestamp);
                 out.text(&reporter.start_text());
                 out.event("start", start_json.clone());
-                live = Some(Live { streams, reporter, cpu, timestamp, start_json });
+                live = Some(Live { streams, reporter, cpu, start_json });
                 break;
             }
             other => return Err(Failure::Failed(format!("unexpected {other:?} during set-up"))),
@@ -469,9 +468,8 @@ async fn run(
             break;
         }
     }
-    if let Some((stop, h)) = &latency {
+    if let Some((stop, _)) = &latency {
         stop.set();
-        let _ = h;
     }
     if stopped_by_user {
         ctl.terminate();
@@ -604,7 +602,6 @@ async fn run(
     if let Some(t) = peer.as_ref().and_then(|r| r.server_output_text.clone()) {
         doc["server_output_text"] = json!(t);
     }
-    let _ = live.timestamp;
     live.streams.close().await;
     match failure {
         None => Ok(doc),
@@ -644,7 +641,6 @@ async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, 
         crate::report::HdrHistogram::<u64>::new_with_bounds(1, crate::report::MAX_LATENCY_NS, 3).expect("bounds");
     let mut rx = t.recv_stream();
     let mut next = runtime::now();
-    let started = std::time::SystemTime::now();
     let t0 = runtime::now();
     while !stop.is_set() {
         if let Either::Right(()) = runtime::select(runtime::sleep_until(next), stop.wait()).await {
@@ -674,7 +670,6 @@ async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, 
     let _ = t.close().await;
     let length = runtime::now().duration_since(t0);
     if let Some(path) = &opts.hdr_log {
-        let _ = started;
         let (_, err) =
             crate::report::with_interval_log(Some(path), "ringnode perf --latency", |w| w(&h, Duration::ZERO, length))
                 .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -104,7 +104,6 @@ struct Slot {
     accepting: std::cell::Cell<bool>,
     /// Data connections the test asked for (more are strays).
     wanted: std::cell::Cell<usize>,
-    running: std::cell::Cell<bool>,
 }
 
 /// The throughput service's state on one core.
@@ -448,7 +447,6 @@ async fn run_test_inner(
         Some(setup) => setup.streams(&params, total).await?,
     };
     slot.accepting.set(false);
-    slot.running.set(true);
     // Stream ids in the order the client opened them.
     for (i, d) in data.iter_mut().enumerate() {
         d.id = proto::stream_id(i);

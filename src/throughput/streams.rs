@@ -45,12 +45,6 @@ pub struct DataStream {
     pub fd: i32,
 }
 
-impl DataStream {
-    fn raw_fd(&self) -> i32 {
-        self.fd
-    }
-}
-
 /// What a stream counted so far.
 #[derive(Default)]
 pub struct Counters {
@@ -60,16 +54,12 @@ pub struct Counters {
     pub packets: Cell<u64>,
     /// The UDP receiver's counts.
     pub udp: Cell<UdpReceiver>,
-    /// Send operations completed (each a write of the block size, or a GSO batch).
-    pub sends: Cell<u64>,
     /// Zero-copy sends whose data the kernel copied after all.
     pub zc_copied: Cell<u64>,
     /// Zero-copy sends that went without a copy.
     pub zc_zero_copy: Cell<u64>,
     /// When the stream stopped counting.
     pub ended: Cell<Option<Instant>>,
-    /// The peer ended the stream (receivers).
-    pub eof: Cell<bool>,
     /// When data last arrived (receivers).
     pub last_data: Cell<Option<Instant>>,
     /// Why the stream failed, if it did.
@@ -213,7 +203,7 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
             (Sock::Tcp(t), true) => {
                 if shared.plan.bitrate > 0 {
                     // TCP at a bitrate: the kernel paces the socket (internal pacing, no qdisc needed).
-                    if let Err(e) = crate::sys::set_max_pacing_rate(s.raw_fd(), shared.plan.bitrate / 8) {
+                    if let Err(e) = crate::sys::set_max_pacing_rate(s.fd, shared.plan.bitrate / 8) {
                         c.error.borrow_mut().get_or_insert_with(|| format!("pacing at the bitrate: {e}"));
                     }
                 }
@@ -252,7 +242,7 @@ impl Streams {
                 packets: c.packets.get(),
                 udp: c.udp.get(),
                 tcp: match (&s.sock, s.sender) {
-                    (Sock::Tcp(_), true) => crate::sys::tcp_info(s.raw_fd()),
+                    (Sock::Tcp(_), true) => crate::sys::tcp_info(s.fd),
                     _ => None,
                 },
             })
@@ -434,7 +424,6 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
             match r {
                 Ok(n) if n > 0 => {
                     c.bytes.set(c.bytes.get() + n as u64);
-                    c.sends.set(c.sends.get() + 1);
                     sh.sent(n);
                     off += n;
                 }
@@ -490,10 +479,7 @@ async fn tcp_receiver(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
         };
         buf = data.1;
         match done.into_result() {
-            Ok(0) => {
-                c.eof.set(true);
-                break;
-            }
+            Ok(0) => break,
             Ok(n) => {
                 count_received(&c, &sh, n as usize);
                 poll_first = (n as usize) < TCP_READ;
@@ -551,7 +537,6 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
             Ok(sent) => {
                 c.bytes.set(c.bytes.get() + sent as u64);
                 c.packets.set(c.packets.get() + count as u64);
-                c.sends.set(c.sends.get() + 1);
                 sh.sent(want);
             }
             // A full socket buffer or an unreachable peer (ICMP): these sequence numbers are spent
