@@ -55,6 +55,9 @@ fn ringnode_to_ringnode_counts_agree_in_every_mode() {
         vec!["-t", "1", "-P", "2", "--bidir"],
         vec!["-t", "1", "-l", "1K", "-Z"],
         vec!["-n", "20M"],
+        // The omitted second sends more than the budget: counting starts again after it.
+        vec!["-n", "20M", "-O", "1", "-b", "200M"],
+        vec!["-t", "2", "-b", "40M"],
         vec!["-t", "1", "-u", "-b", "50M"],
         vec!["-t", "1", "-u", "-b", "50M", "-R", "-P", "2"],
         vec!["-t", "1", "-u", "-b", "50M", "--gso", "-l", "1400"],
@@ -70,7 +73,12 @@ fn ringnode_to_ringnode_counts_agree_in_every_mode() {
             assert_eq!(bytes(&v, "sum_sent_bidir_reverse"), bytes(&v, "sum_received_bidir_reverse"), "{args:?}");
         }
         if args.contains(&"-n") {
-            assert_eq!(sent, 20 << 20, "-n 20M sends exactly 20 MiB");
+            assert_eq!(sent, 20 << 20, "{args:?} sends exactly 20 MiB after the omitted seconds");
+        }
+        if args.contains(&"-b") && !args.contains(&"-u") && !args.contains(&"-n") {
+            // Paced where it is counted: 40 Mbit/s for 2 s is 10 MB.
+            let want = 40e6 * 2.0 / 8.0;
+            assert!((sent as f64 - want).abs() < want / 10.0, "{args:?}: sent {sent}, paced to {want}");
         }
         if args.contains(&"-u") {
             let s = &v["end"]["sum_sent"];
@@ -90,7 +98,13 @@ fn ringnode_to_ringnode_counts_agree_in_every_mode() {
     // The server's own reports (one JSON document per test) say what it received and sent.
     let (code, out, _) = server.stop(Duration::from_secs(20));
     assert_eq!(code, 0);
-    assert_eq!(out.matches("\"sum_received\"").count(), 8, "one report per test: {out}");
+    // With -J its standard output is JSON documents and nothing else.
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("the server's -J output is not JSON alone ({e}): {out}"));
+    assert_eq!(docs.len(), 10, "one report per test: {out}");
+    assert!(docs.iter().all(|d| d["end"]["sum_received"].is_object()), "{out}");
 }
 
 #[test]
@@ -236,15 +250,27 @@ fn interop_with_iperf3_both_ways() {
     let _s = serial();
     let Some((iperf, _srv, addr)) = iperf3_server() else { return };
     // ringnode client, iperf3 server.
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 7] = [
         &["-t", "1"],
         &["-t", "1", "-R"],
         &["-t", "1", "-P", "4"],
         &["-t", "1", "--bidir"],
         &["-t", "1", "-u", "-b", "50M"],
+        &["-t", "2", "-b", "40M"],
+        // iperf3 3.12 does not say how many datagrams it counted in the omitted second.
+        &["-t", "1", "-u", "-b", "20M", "-O", "1", "-l", "1250"],
     ];
     for args in cases {
         let (v, code, err) = client_json(addr, args);
+        if args.contains(&"-O") {
+            // 20 Mbit/s of 1,250 B datagrams for the one counted second: 2,000.
+            let packets = v["end"]["sum"]["packets"].as_u64().unwrap_or(0);
+            assert!((1800..=2200).contains(&packets), "{args:?}: {packets} datagrams counted: {}", v["end"]);
+        }
+        if args.contains(&"-b") && !args.contains(&"-u") {
+            let sent = bytes(&v, "sum_sent") as f64;
+            assert!((sent - 10e6).abs() < 1e6, "{args:?}: sent {sent}, paced to 10 MB");
+        }
         assert_eq!(code, 0, "ringnode -> iperf3 {args:?}: {err}");
         let (sent, received) = (bytes(&v, "sum_sent"), bytes(&v, "sum_received"));
         assert!(received > 0 && received <= sent, "{args:?}: sent {sent} received {received}");
@@ -260,13 +286,17 @@ fn interop_with_iperf3_both_ways() {
     // iperf3 client, ringnode server: iperf3's own report.
     let server = perf_server(&[]);
     let port = server.addr.port().to_string();
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 8] = [
         &["-t", "1"],
         &["-t", "1", "-R"],
         &["-t", "1", "-P", "4"],
         &["-t", "1", "--bidir"],
         &["-t", "1", "-u", "-b", "50M"],
         &["-t", "1", "-u", "-b", "50M", "-R"],
+        // Whole datagrams to the byte count (a short last one left iperf3 waiting).
+        &["-u", "-R", "-n", "100000", "-l", "1400", "-b", "10M"],
+        // iperf3 stops reading once it has sent its count: the server's sends end, not stall.
+        &["--bidir", "-n", "200M"],
     ];
     for args in cases {
         let mut all = vec!["-c", "127.0.0.1", "-p", &port, "-J"];

@@ -42,7 +42,8 @@ pub struct PerfArgs {
     /// The server's port (server: where it listens; client: where it connects).
     #[arg(short = 'p', long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Server: the address to listen on, ADDR or ADDR:PORT [default: 0.0.0.0, or :: with -6].
+    /// Server: the address to listen on, ADDR or ADDR:PORT [default: :: (IPv6 and IPv4), or
+    /// 0.0.0.0 with -4 or where the host has no IPv6].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Server: serve one test, then exit.
@@ -250,6 +251,11 @@ fn runtime_for(a: &PerfArgs, name: &str, cores: usize) -> Result<crate::runtime:
     Ok(crate::runtime::RuntimeConfig::on_cpus(&allowed[..cores], pin, name))
 }
 
+/// Whether this host can listen on IPv6 (a container may have it off).
+fn ipv6_available() -> bool {
+    std::net::TcpListener::bind((IpAddr::from([0u16; 8]), 0)).is_ok()
+}
+
 /// Runs `ringnode perf`.
 pub fn perf_cmd(a: PerfArgs) -> Result<(), Failure> {
     let server = a.server_flag || a.role == Some(PerfRole::Server);
@@ -267,7 +273,9 @@ fn perf_server(a: &PerfArgs) -> Result<(), Failure> {
         Some(l) => resolve(l, a.port, a.v4, a.v6)?,
         None => match a.bind {
             Some(ip) => SocketAddr::new(ip, a.port),
-            None => SocketAddr::new(if a.v6 { IpAddr::from([0u16; 8]) } else { IpAddr::from([0, 0, 0, 0]) }, a.port),
+            // Both families on one socket where the host has IPv6, as iperf3 listens.
+            None if a.v4 || !ipv6_available() => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), a.port),
+            None => SocketAddr::new(IpAddr::from([0u16; 8]), a.port),
         },
     };
     let mut rt = runtime_for(a, "perf", a.cores)?;
@@ -285,10 +293,13 @@ fn perf_server(a: &PerfArgs) -> Result<(), Failure> {
         one_off: a.one_off,
         json,
         interval: a.interval,
-        on_report: Arc::new(|report: String| {
+        on_report: Arc::new(move |report: String| {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", crate::throughput::server::report_banner());
+            // With -J, standard output holds the reports' JSON documents and nothing else.
+            if !json {
+                let _ = writeln!(out, "{}", crate::throughput::server::report_banner());
+            }
             let _ = writeln!(out, "{report}");
             let _ = out.flush();
         }),
@@ -296,15 +307,19 @@ fn perf_server(a: &PerfArgs) -> Result<(), Failure> {
     })?;
     {
         use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
+        let line = format!(
             "Server listening on {} (ringnode perf: iperf3 protocol, up to {} tests at once, {})",
             server.local_addr(),
             a.max_tests.max(1),
             probe.mode.flags()
         );
-        let _ = out.flush();
+        if json {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
     }
     let stats = server.join()?;
     tracing::debug!(?stats, "perf server stopped");
@@ -318,6 +333,14 @@ fn perf_client(a: &PerfArgs) -> Result<(), Failure> {
         .or_else(|| a.target.clone())
         .ok_or_else(|| Failure::usage("perf client: --target HOST is required"))?;
     let target = resolve(&host, a.port, a.v4, a.v6)?;
+    // The report names the host as written, without a port given with it.
+    let host = match host.parse::<SocketAddr>() {
+        Ok(sa) => sa.ip().to_string(),
+        Err(_) => match host.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => h.to_string(),
+            _ => host,
+        },
+    };
     let protocol = if a.udp { Protocol::Udp } else { Protocol::Tcp };
     let len = a.length.unwrap_or(if a.udp { 1460 } else { 128 * 1024 });
     let max_len = if a.udp { 65_507 } else { 16 << 20 };
@@ -416,8 +439,9 @@ fn perf_client(a: &PerfArgs) -> Result<(), Failure> {
         }
         Err(ClientError::Runtime(r)) => Err(r.into()),
         Err(e) => {
-            // A test that never started still answers in the format asked for, as iperf3 does.
-            if let ClientError::Connect { .. } | ClientError::Protocol(_) = &e {
+            // A test that never started still answers in the format asked for, as iperf3 does
+            // (one that started printed its partial results and the error).
+            if !matches!(e, ClientError::Partial(_)) {
                 use std::io::Write as _;
                 let msg = e.to_string();
                 if format == OutputFormat::Json {

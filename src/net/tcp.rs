@@ -29,8 +29,10 @@ impl TcpListener {
         // SO_REUSEADDR only lets us rebind over connections in TIME_WAIT; on Linux it does not let
         // two listeners share a port.
         socket.set_reuse_address(true).map_err(|e| NetError::at(addr, e))?;
+        // `[::]` takes IPv4 too (mapped addresses), as iperf3's and most servers' default does;
+        // a particular IPv6 address takes IPv6 only.
         if addr.is_ipv6() {
-            socket.set_only_v6(true).map_err(|e| NetError::at(addr, e))?;
+            socket.set_only_v6(!addr.ip().is_unspecified()).map_err(|e| NetError::at(addr, e))?;
         }
         socket.bind(&addr.into()).map_err(|e| NetError::at(addr, e))?;
         socket.listen(4096).map_err(|e| NetError::at(addr, e))?;

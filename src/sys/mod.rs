@@ -163,19 +163,19 @@ pub fn process_cpu_seconds() -> f64 {
     // SAFETY: rusage is plain data; zeroed is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid out-pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
         return 0.0;
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// User and system CPU time of the whole process, in seconds, apart.
-pub fn process_cpu_split() -> (f64, f64) {
+/// User and system CPU time of the calling thread, in seconds, apart.
+pub fn thread_cpu_split() -> (f64, f64) {
     // SAFETY: rusage is plain data; zeroed is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid out-pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
         return (0.0, 0.0);
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -219,25 +219,6 @@ pub fn tcp_info(fd: std::os::fd::RawFd) -> Option<TcpInfo> {
         rttvar_us: u32_at(72),
         pmtu: u32_at(60),
     })
-}
-
-/// `SO_MAX_PACING_RATE` in bytes per second: the kernel's TCP paces the socket's sends to it.
-pub fn set_max_pacing_rate(fd: std::os::fd::RawFd, bytes_per_sec: u64) -> io::Result<()> {
-    // SAFETY: setsockopt reads `size_of::<u64>()` bytes from a live u64 (the kernel takes 64 bits).
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_MAX_PACING_RATE,
-            (&bytes_per_sec as *const u64).cast(),
-            std::mem::size_of::<u64>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Sets an integer socket option (for options `socket2` does not name: `UDP_SEGMENT`, `UDP_GRO`).

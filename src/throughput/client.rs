@@ -93,9 +93,12 @@ pub enum ClientError {
     /// The server refused the test or broke the protocol.
     #[error(transparent)]
     Protocol(#[from] ProtoError),
-    /// The test failed after it started; what was measured was reported.
+    /// The test failed before it started.
     #[error("{0}")]
     Failed(String),
+    /// The test failed after it started; what was measured was printed.
+    #[error("{0} (partial results printed)")]
+    Partial(String),
     /// The runtime could not start.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
@@ -108,12 +111,15 @@ pub fn run_client(cfg: ClientConfig) -> Result<ClientOutcome, ClientError> {
     let mut results = runtime::run(rt, move |_core| {
         let cfg = cfg.clone();
         async move {
-            // Ctrl-C in any phase (set-up, the exchange) ends the client; the running loop also
-            // watches it, to tell the server and print what was measured.
-            match runtime::select(client(&cfg), async {
+            // Ctrl-C in any phase (set-up, the exchange) ends the client at once; once the test
+            // runs, its loop watches it too, to tell the server and print what was measured.
+            let testing = Flag::new();
+            match runtime::select(client(&cfg, &testing), async {
                 runtime::shutdown_requested().await;
-                // Let the running loop see it first (it prints partial results).
-                runtime::sleep(Duration::from_secs(3)).await;
+                if testing.is_set() {
+                    // Let the running loop see it first (it prints partial results).
+                    runtime::sleep(Duration::from_secs(3)).await;
+                }
             })
             .await
             {
@@ -135,6 +141,8 @@ enum Failure {
     Connect(SocketAddr, String),
     Protocol(ProtoError),
     Failed(String),
+    /// The test failed after it started, and what was measured was printed.
+    Partial(String),
 }
 
 impl Failure {
@@ -143,6 +151,15 @@ impl Failure {
             Failure::Connect(addr, reason) => ClientError::Connect { addr, reason },
             Failure::Protocol(p) => ClientError::Protocol(p),
             Failure::Failed(m) => ClientError::Failed(m),
+            Failure::Partial(m) => ClientError::Partial(m),
+        }
+    }
+
+    /// What went wrong, in a line.
+    fn message(self) -> String {
+        match self {
+            Failure::Protocol(p) => p.to_string(),
+            Failure::Failed(m) | Failure::Connect(_, m) | Failure::Partial(m) => m,
         }
     }
 }
@@ -311,7 +328,7 @@ async fn open_stream(cfg: &ClientConfig, cookie: &Cookie, i: usize) -> Result<Da
 }
 
 /// The whole test on this core.
-async fn client(cfg: &ClientConfig) -> Result<Value, Failure> {
+async fn client(cfg: &ClientConfig, testing: &Flag) -> Result<Value, Failure> {
     let out = Out { cfg };
     let p = &cfg.params;
     let control = connect_tcp(cfg, None).await?;
@@ -319,7 +336,7 @@ async fn client(cfg: &ClientConfig) -> Result<Value, Failure> {
     let mut ctl = ClientControl::new(&cookie, p);
     transmit(&control, &mut ctl).await?;
     let (input, reader) = spawn_control_reader(&control);
-    let r = run(cfg, &out, &control, &cookie, &mut ctl, &input).await;
+    let r = run(cfg, &out, &control, &cookie, &mut ctl, &input, testing).await;
     input.stop.set();
     reader.await;
     let _ = control.close().await;
@@ -340,6 +357,7 @@ async fn run(
     cookie: &Cookie,
     ctl: &mut ClientControl,
     input: &ControlInput,
+    testing: &Flag,
 ) -> Result<Value, Failure> {
     let p = &cfg.params;
     let setup = runtime::now() + Duration::from_secs(10) + cfg.connect_timeout;
@@ -401,6 +419,7 @@ async fn run(
         }
     }
     let mut live = live.expect("set");
+    testing.set();
     let started = live.streams.started;
     let latency = cfg.latency.as_ref().map(|l| {
         let stop = Flag::new();
@@ -417,6 +436,14 @@ async fn run(
     // Receiving UDP by bytes: lost datagrams can keep the target out of reach; a second of silence
     // after data ends the test.
     let watch_quiet = !by_time && p.protocol == Protocol::Udp && p.direction != proto::Direction::Forward;
+    // Silence means loss only when it is longer than the gaps the bitrate leaves between
+    // datagrams: four of them, and at least a second.
+    let quiet_after = if p.bandwidth > 0 {
+        Duration::from_secs_f64((4.0 * f64::from(p.len) * 8.0 / p.bandwidth as f64).max(1.0))
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut quiet_end = false;
     let mut failure = None;
     let mut stopped_by_user = false;
     loop {
@@ -438,10 +465,7 @@ async fn run(
                 break;
             }
             Either::Left(Either::Left(Err(e))) => {
-                failure = Some(match e {
-                    Failure::Protocol(p) => p.to_string(),
-                    Failure::Failed(m) | Failure::Connect(_, m) => m,
-                });
+                failure = Some(e.message());
                 break;
             }
             Either::Left(Either::Right(())) => break,
@@ -460,11 +484,15 @@ async fn run(
         }
         if live.reporter.omitting() && omit_end.is_some_and(|o| now >= o) {
             live.reporter.end_omit(t, &live.streams.samples());
+            live.streams.end_omit();
+            // Intervals count from the end of the omitted seconds, as iperf3 restarts its timer.
+            next_tick = interval.map(|i| now + i);
         }
         if end_at.is_some_and(|e| now >= e) {
             break;
         }
-        if watch_quiet && live.streams.receivers_quiet_for(Duration::from_secs(1)) {
+        if watch_quiet && live.streams.receivers_quiet_for(quiet_after) {
+            quiet_end = true;
             break;
         }
     }
@@ -480,10 +508,7 @@ async fn run(
     if failure.is_none() {
         ctl.end_test();
         if let Err(e) = transmit(control, ctl).await {
-            failure = Some(match e {
-                Failure::Failed(m) | Failure::Connect(_, m) => m,
-                Failure::Protocol(p) => p.to_string(),
-            });
+            failure = Some(e.message());
         }
     }
     if failure.is_none() {
@@ -526,8 +551,8 @@ async fn run(
             match next_event(control, ctl, input, deadline).await {
                 Ok(Some(ClientEvent::ExchangeResults)) => {
                     ctl.send_results(&mine);
-                    if let Err(Failure::Failed(m)) = transmit(control, ctl).await {
-                        failure = Some(m);
+                    if let Err(e) = transmit(control, ctl).await {
+                        failure = Some(e.message());
                         break;
                     }
                 }
@@ -544,12 +569,8 @@ async fn run(
                     failure = Some("the server sent no results within 15 s".into());
                     break;
                 }
-                Err(Failure::Protocol(p)) => {
-                    failure = Some(p.to_string());
-                    break;
-                }
-                Err(Failure::Failed(m) | Failure::Connect(_, m)) => {
-                    failure = Some(m);
+                Err(e) => {
+                    failure = Some(e.message());
                     break;
                 }
             }
@@ -558,6 +579,13 @@ async fn run(
     let finished = live.reporter.finish(&mine, peer.as_ref(), &samples, zc);
     let mut end = finished.end;
     let mut text = finished.text;
+    if quiet_end {
+        let got: u64 = mine.streams.iter().map(|s| s.bytes).sum();
+        let want = p.bytes.max(p.blocks * u64::from(p.len));
+        text += &format!(
+            "Note: {got} of the {want} bytes asked for arrived; nothing came for {quiet_after:?}, so the rest was taken as lost\n"
+        );
+    }
     if let Some((_, h)) = latency {
         let lat = h.await;
         match lat {
@@ -610,7 +638,7 @@ async fn run(
             if cfg.format == OutputFormat::Json {
                 (cfg.out)(&serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
-            Err(Failure::Failed(format!("{f} (partial results printed)")))
+            Err(Failure::Partial(f))
         }
     }
 }
@@ -624,10 +652,7 @@ struct Latency {
 /// A ping-pong on its own connection while the test runs: `size`-byte messages every `every`,
 /// each timed from its send to its echo's last byte.
 async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, stop: Flag) -> Result<Latency, String> {
-    let t = connect_tcp(&cfg, None).await.map_err(|e| match e {
-        Failure::Connect(_, m) | Failure::Failed(m) => m,
-        Failure::Protocol(p) => p.to_string(),
-    })?;
+    let t = connect_tcp(&cfg, None).await.map_err(Failure::message)?;
     let mut hello = cookie;
     hello[0] = proto::LATENCY_MARK;
     t.send_all(hello.to_vec()).await.0.map_err(|e| e.to_string())?;

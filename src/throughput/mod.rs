@@ -52,8 +52,9 @@ impl Flag {
     }
 }
 
-/// CPU use of this process between two points, as iperf3 reports it (percent of one CPU's time
-/// over the wall time: total, user, system).
+/// CPU use of the core a test runs on between two points, as iperf3 reports it (percent of one
+/// CPU's time over the wall time: total, user, system). The core's thread, not the process: a
+/// server runs other tests on its other cores (tests placed on the same core are included).
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
     wall: std::time::Instant,
@@ -64,7 +65,7 @@ pub struct CpuMark {
 impl CpuMark {
     /// Now.
     pub fn now() -> CpuMark {
-        let (user, system) = crate::sys::process_cpu_split();
+        let (user, system) = crate::sys::thread_cpu_split();
         CpuMark { wall: std::time::Instant::now(), user, system }
     }
 

@@ -547,6 +547,9 @@ pub struct StreamResult {
     pub packets: i64,
     /// UDP datagrams in the omitted seconds.
     pub omitted_packets: i64,
+    /// The omitted counts were given (iperf3 before 3.13 sends none, and counts the omitted
+    /// datagrams in `packets`).
+    pub omitted_given: bool,
     /// Seconds since the stream's start when counting started.
     pub start_time: f64,
     /// Seconds since the stream's start when counting ended.
@@ -628,6 +631,7 @@ impl Results {
                 omitted_errors: num(s, "omitted_errors")?.unwrap_or(0.0) as i64,
                 packets: need("packets")? as i64,
                 omitted_packets: num(s, "omitted_packets")?.unwrap_or(0.0) as i64,
+                omitted_given: s.contains_key("omitted_packets"),
                 start_time: num(s, "start_time")?.unwrap_or(0.0),
                 end_time: num(s, "end_time")?.unwrap_or(0.0),
             });

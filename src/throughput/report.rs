@@ -265,9 +265,6 @@ impl Reporter {
         let secs = (end - start).max(1e-9);
         let omitted = self.omitting;
         let mut text = String::new();
-        if self.intervals.is_empty() || (self.info.streams.len() > 1 && !self.udp()) {
-            // iperf3 repeats the header only when it prints sums.
-        }
         if self.intervals.is_empty() {
             let sender = self.info.streams.first().is_some_and(|s| s.sender);
             text += self.header(sender);
@@ -439,6 +436,7 @@ impl Reporter {
                     omitted_errors: if s.sender { 0 } else { b.udp.lost },
                     packets: if s.sender { n.packets as i64 } else { n.udp.highest as i64 },
                     omitted_packets: if s.sender { b.packets as i64 } else { b.udp.highest as i64 },
+                    omitted_given: true,
                     start_time: 0.0,
                     end_time: ends[i],
                 }
@@ -487,7 +485,14 @@ impl Reporter {
         let mut sums = [Sum::default(); 2];
         for (i, s) in self.info.streams.iter().enumerate() {
             let me = mine.streams.get(i).cloned().unwrap_or_default();
-            let them = peer.and_then(|p| p.streams.iter().find(|x| x.id == s.id).cloned());
+            let mut them = peer.and_then(|p| p.streams.iter().find(|x| x.id == s.id).cloned());
+            if let Some(t) = them.as_mut().filter(|t| !t.omitted_given) {
+                // An older iperf3 counted the omitted datagrams in its totals without saying how
+                // many: this side's count of them stands in (the datagrams in flight at the end
+                // of the omitted seconds may differ by a few).
+                let b = self.base.get(i).copied().unwrap_or_default();
+                t.omitted_packets = if s.sender { b.packets as i64 } else { b.udp.highest as i64 };
+            }
             let (snd, rcv) = if s.sender { (Some(me.clone()), them) } else { (them, Some(me.clone())) };
             let snd = snd.unwrap_or_default();
             let rcv_known = rcv.is_some();
@@ -619,17 +624,28 @@ impl Reporter {
                         bitrate_text(rate(bytes, secs), self.info.format)
                     )
                 };
+                // Without the peer's results only this side's line is known.
+                let (sender_known, receiver_known) = (sum.sender || peer.is_some(), !sum.sender || peer.is_some());
                 if udp {
-                    text += &format!("{}  {:.3} ms  0/{} (0%)  sender\n", line(sum.sent, sum.stime), 0.0, sum.spackets);
-                    text += &format!(
-                        "{}  {jitter_ms:.3} ms  {}/{} ({pct:.2}%)  receiver\n",
-                        line(sum.received, sum.rtime),
-                        sum.lost,
-                        sum.rpackets
-                    );
+                    if sender_known {
+                        text +=
+                            &format!("{}  {:.3} ms  0/{} (0%)  sender\n", line(sum.sent, sum.stime), 0.0, sum.spackets);
+                    }
+                    if receiver_known {
+                        text += &format!(
+                            "{}  {jitter_ms:.3} ms  {}/{} ({pct:.2}%)  receiver\n",
+                            line(sum.received, sum.rtime),
+                            sum.lost,
+                            sum.rpackets
+                        );
+                    }
                 } else {
-                    text += &format!("{}  {:>5}             sender\n", line(sum.sent, sum.stime), sum.retr);
-                    text += &format!("{}                  receiver\n", line(sum.received, sum.rtime));
+                    if sender_known {
+                        text += &format!("{}  {:>5}             sender\n", line(sum.sent, sum.stime), sum.retr);
+                    }
+                    if receiver_known {
+                        text += &format!("{}                  receiver\n", line(sum.received, sum.rtime));
+                    }
                 }
             }
         }

@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol as SockProto, Socket, Type};
 use super::proto::{self, ie, Cookie, Direction, Params, Protocol, ServerControl, ServerEvent, COOKIE_LEN};
 use super::report::{Reporter, StreamInfo, TestInfo};
 use super::streams::{self, DataStream, Plan, Sock};
-use super::{spawn_control_reader, ControlInput, CpuMark, Signal};
+use super::{spawn_control_reader, ControlInput, CpuMark, Flag, Signal};
 use crate::net::{Limits, NetError, TcpStream, UdpSocket};
 use crate::runtime::{self, Core, CoreInfo, Either, Placement, RuntimeConfig};
 use crate::server::{Connection, ServeError, Server, ServerConfig, Service};
@@ -104,6 +104,10 @@ struct Slot {
     accepting: std::cell::Cell<bool>,
     /// Data connections the test asked for (more are strays).
     wanted: std::cell::Cell<usize>,
+    /// A latency probe connected (one per test).
+    probed: std::cell::Cell<bool>,
+    /// The test is over (its latency probe's echo ends).
+    over: Flag,
 }
 
 /// The throughput service's state on one core.
@@ -242,14 +246,16 @@ async fn serve(svc: Arc<PerfService>, mut conn: Connection) {
     }
     conn.buffered.clear();
     if latency {
-        // A probe for a test running here: echo until the client ends it.
-        let known = st.tests.borrow().keys().any(|k| k[1..] == cookie[1..]);
-        if !known {
-            st.bump(|s| s.strays += 1);
-            conn.finish(false).await;
-            return;
+        // A probe for a test running here (one per test): echo until the client ends it or the
+        // test is over.
+        let slot = st.tests.borrow().iter().find(|(k, _)| k[1..] == cookie[1..]).map(|(_, s)| s.clone());
+        match slot {
+            Some(slot) if !slot.probed.replace(true) => echo_latency(conn, &slot.over).await,
+            _ => {
+                st.bump(|s| s.strays += 1);
+                conn.finish(false).await;
+            }
         }
-        echo_latency(conn).await;
         return;
     }
     let slot = st.tests.borrow().get(&cookie).cloned();
@@ -282,6 +288,7 @@ async fn serve(svc: Arc<PerfService>, mut conn: Connection) {
     let slot = Rc::new(Slot::default());
     st.tests.borrow_mut().insert(cookie, slot.clone());
     let outcome = run_test(&svc, &conn, &slot, &cookie).await;
+    slot.over.set();
     st.tests.borrow_mut().remove(&cookie);
     svc.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&cookie);
     for c in slot.incoming.borrow_mut().drain(..) {
@@ -304,8 +311,8 @@ async fn serve(svc: Arc<PerfService>, mut conn: Connection) {
     }
 }
 
-/// Echoes a latency probe's messages until the client ends the connection.
-async fn echo_latency(conn: Connection) {
+/// Echoes a latency probe's messages until the client ends the connection or the test is over.
+async fn echo_latency(conn: Connection, over: &Flag) {
     let stream = conn.stream();
     if stream.send_all(vec![b'L']).await.0.is_err() {
         conn.finish(true).await;
@@ -313,7 +320,7 @@ async fn echo_latency(conn: Connection) {
     }
     let mut rx = stream.recv_stream();
     let mut failed = false;
-    while let Some(r) = rx.next().await {
+    while let Either::Left(Some(r)) = runtime::select(rx.next(), over.wait()).await {
         let Ok(chunk) = r else {
             failed = true;
             break;
@@ -366,7 +373,8 @@ async fn transmit(stream: &TcpStream, ctl: &mut ServerControl) -> Result<(), Str
 
 /// Checks a test's parameters against the server's limits: iperf3's error code if refused.
 fn check(p: &Params, limits: &ServerLimits) -> Option<i32> {
-    if p.total_streams() > limits.max_streams as usize {
+    // Counted as iperf3 counts them: -P, whatever --bidir doubles it to.
+    if p.parallel as usize > limits.max_streams as usize {
         return Some(ie::NUM_STREAMS);
     }
     let max_len = match p.protocol {
@@ -514,6 +522,9 @@ async fn run_test_inner(
         }
         if reporter.omitting() && omit_end.is_some_and(|o| now >= o) {
             reporter.end_omit(t, &running.samples());
+            running.end_omit();
+            // Intervals count from the end of the omitted seconds, as iperf3 restarts its timer.
+            next_tick = interval.map(|i| now + i);
         }
     };
     if let Err(e) = ended {
@@ -615,6 +626,7 @@ pub fn plan_for(p: &Params, client: bool) -> Plan {
         gso_segments: if gso { (65_000 / p.len.max(1) as usize).clamp(1, 64) } else { 1 },
         gro: gso,
         counters_64bit: p.udp_counters_64bit,
+        omit: p.omit > 0.0,
     }
 }
 
@@ -653,6 +665,9 @@ async fn tcp_streams(slot: &Rc<Slot>, p: &Params, total: usize) -> Result<Vec<Da
     }
     Ok(out)
 }
+
+/// How long the server waits for each UDP stream's hello.
+const HELLO_WAIT: Duration = Duration::from_secs(3);
 
 /// iperf3's UDP "connect": the client's 4-byte hello on the server's port, and the reply.
 pub const UDP_HELLO: u32 = 0x3637_3839;
@@ -723,9 +738,12 @@ impl<'a> UdpSetup<'a> {
     /// Takes the streams: each hello's listener is connected to its sender (so that its datagrams
     /// come to it alone) and answers; a fresh socket listens for the next.
     async fn streams(mut self, p: &Params, total: usize) -> Result<Vec<DataStream>, String> {
-        let deadline = runtime::now() + SETUP_TIMEOUT;
         let mut out = Vec::with_capacity(total);
         while out.len() < total {
+            // A client sends each hello as soon as it can (the first on CREATE_STREAMS, the next
+            // on the reply): a short wait, so that a client that never does holds the server's
+            // UDP set-up from other tests for seconds, not for the whole set-up time.
+            let deadline = runtime::now() + HELLO_WAIT;
             let listener = match self.listener.take() {
                 Some(l) => l,
                 None => udp_listener(self.bind, p)?,
@@ -734,7 +752,7 @@ impl<'a> UdpSetup<'a> {
             let (peer, hello) = loop {
                 let r = runtime::timeout_at(deadline, sock.recv_from(Vec::with_capacity(64))).await;
                 let Ok((Ok((n, peer)), buf)) = r else {
-                    return Err(format!("{} of {total} UDP streams said hello within 10 s", out.len()));
+                    return Err(format!("{} of {total} UDP streams said hello (each has {HELLO_WAIT:?})", out.len()));
                 };
                 match peer {
                     // Another client's datagram: not this test's.

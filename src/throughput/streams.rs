@@ -100,6 +100,8 @@ pub struct Plan {
     pub gro: bool,
     /// UDP sequence numbers are 64 bits.
     pub counters_64bit: bool,
+    /// The test starts with omitted seconds: a byte budget counts from their end.
+    pub omit: bool,
 }
 
 /// What the streams of a test share: the send budget, the receive target, the stop flags.
@@ -111,7 +113,13 @@ struct Shared {
     total: Option<u64>,
     sent: Cell<u64>,
     received: Cell<u64>,
-    /// Set when the senders spent the budget or the receivers reached their target.
+    /// In the omitted seconds: sends take nothing from the budget (counted here instead).
+    omitting: Cell<bool>,
+    omit_taken: Cell<u64>,
+    /// Receivers still running (the peer has not ended their streams).
+    receivers_live: Cell<usize>,
+    /// Set when the senders spent the budget, the receivers reached their target, every
+    /// receiver's stream ended, or a stream failed.
     done: Flag,
     /// Stop sending; receivers drain.
     stop: Flag,
@@ -124,6 +132,10 @@ struct Shared {
 impl Shared {
     /// Takes up to `want` bytes of the budget (0 when it is spent).
     fn take(&self, want: usize) -> usize {
+        if self.omitting.get() {
+            self.omit_taken.set(self.omit_taken.get() + want as u64);
+            return want;
+        }
         match self.budget.get() {
             None => want,
             Some(left) => {
@@ -138,13 +150,29 @@ impl Shared {
     fn sent(&self, n: usize) {
         let sent = self.sent.get() + n as u64;
         self.sent.set(sent);
-        if self.total.is_some_and(|t| sent >= t) {
+        if !self.omitting.get() && self.total.is_some_and(|t| sent >= t) {
             self.done.set();
         }
     }
 
+    /// The omitted seconds are over: the budget starts again, as iperf3 resets its counts then.
+    /// Bytes taken and still in flight count against the new budget when they complete.
+    fn restart_budget(&self) {
+        if !self.omitting.replace(false) {
+            return;
+        }
+        if let Some(total) = self.total {
+            let in_flight = self.omit_taken.get().saturating_sub(self.sent.get());
+            self.budget.set(Some(total.saturating_sub(in_flight)));
+        }
+        self.sent.set(0);
+        self.received.set(0);
+    }
+
     fn give_back(&self, n: usize) {
-        if let Some(left) = self.budget.get() {
+        if self.omitting.get() {
+            self.omit_taken.set(self.omit_taken.get().saturating_sub(n as u64));
+        } else if let Some(left) = self.budget.get() {
             self.budget.set(Some(left + n as u64));
         }
     }
@@ -152,7 +180,7 @@ impl Shared {
     fn received(&self, n: usize) {
         let total = self.received.get() + n as u64;
         self.received.set(total);
-        if self.plan.receive_target > 0 && total >= self.plan.receive_target {
+        if !self.omitting.get() && self.plan.receive_target > 0 && total >= self.plan.receive_target {
             self.done.set();
         }
     }
@@ -183,32 +211,35 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
     } else {
         None
     };
+    let started = runtime::now();
+    let omit = plan.omit;
     let shared = Rc::new(Shared {
         plan,
         budget: Cell::new(budget),
         total: budget,
         sent: Cell::new(0),
         received: Cell::new(0),
+        omitting: Cell::new(omit),
+        omit_taken: Cell::new(0),
+        receivers_live: Cell::new(list.iter().filter(|s| !s.sender).count()),
         done: Flag::new(),
         stop: Flag::new(),
         hard: Flag::new(),
         stop_at: Cell::new(None),
     });
-    let started = runtime::now();
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     let list: Vec<(DataStream, Rc<Counters>)> = list.into_iter().map(|s| (s, Rc::new(Counters::default()))).collect();
     for (s, c) in &list {
         match (&s.sock, s.sender) {
             (Sock::Tcp(t), true) => {
-                if shared.plan.bitrate > 0 {
-                    // TCP at a bitrate: the kernel paces the socket (internal pacing, no qdisc needed).
-                    if let Err(e) = crate::sys::set_max_pacing_rate(s.fd, shared.plan.bitrate / 8) {
-                        c.error.borrow_mut().get_or_insert_with(|| format!("pacing at the bitrate: {e}"));
-                    }
-                }
+                // At a bitrate, paced here as iperf3 paces (blocks due by the clock, checked per
+                // millisecond's worth), so that what is counted as sent is what the rate allows:
+                // the kernel's own pacing (SO_MAX_PACING_RATE) would hold bytes the socket had
+                // already taken, and the test would count them early and run long.
+                let pacer = Rc::new(RefCell::new(Pacer::new(started, shared.plan.bitrate, shared.plan.len)));
                 for _ in 0..tcp_depth(shared.plan.len) {
-                    senders.push(runtime::spawn(tcp_sender(t.clone(), c.clone(), shared.clone())));
+                    senders.push(runtime::spawn(tcp_sender(t.clone(), c.clone(), shared.clone(), pacer.clone())));
                 }
             }
             (Sock::Tcp(t), false) => receivers.push(runtime::spawn(tcp_receiver(t.clone(), c.clone(), shared.clone()))),
@@ -261,20 +292,31 @@ impl Streams {
         let deadline = runtime::now() + DRAIN_MAX;
         self.shared.stop_at.set(Some(runtime::now()));
         self.shared.stop.set();
-        for h in self.senders.drain(..) {
-            if runtime::timeout_at(deadline, h).await.is_err() {
-                self.shared.hard.set();
+        // In-flight sends finish while they make progress; sends the peer no longer reads (an
+        // iperf3 client stops reading once it has sent its byte count) are cancelled after
+        // [`QUIET`] without progress.
+        let sent = |list: &[(DataStream, Rc<Counters>)]| -> u64 {
+            list.iter().filter(|(s, _)| s.sender).map(|(_, c)| c.bytes.get()).sum()
+        };
+        let mut seen = sent(&self.list);
+        for mut h in self.senders.drain(..) {
+            while runtime::timeout(QUIET, &mut h).await.is_err() {
+                let now_sent = sent(&self.list);
+                if now_sent == seen || runtime::now() >= deadline {
+                    self.shared.hard.set();
+                }
+                seen = now_sent;
             }
         }
-        let now = runtime::now();
         for (s, c) in &self.list {
             if s.sender {
-                c.ended.set(Some(now));
+                c.ended.set(Some(end_time(c, &self.shared)));
                 if let Sock::Tcp(t) = &s.sock {
-                    let _ = runtime::timeout_at(deadline, t.shutdown_write()).await;
+                    let _ = runtime::timeout_at(deadline.max(runtime::now() + QUIET), t.shutdown_write()).await;
                 }
             }
         }
+        let deadline = deadline.max(runtime::now() + QUIET);
         for h in self.receivers.drain(..) {
             if runtime::timeout_at(deadline, h).await.is_err() {
                 self.shared.hard.set();
@@ -287,6 +329,11 @@ impl Streams {
                 c.ended.set(Some(now));
             }
         }
+    }
+
+    /// The omitted seconds are over: a byte or block budget starts again from here.
+    pub fn end_omit(&self) {
+        self.shared.restart_budget();
     }
 
     /// The first error of each stream that failed, as "stream ID: error".
@@ -363,7 +410,7 @@ struct BlockCache(RefCell<Option<Bytes>>);
 
 /// One of a TCP stream's in-flight senders: the same block again and again (iperf3's receivers
 /// count bytes and look at none of them).
-async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
+async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc<RefCell<Pacer>>) {
     let len = sh.plan.len;
     // One shared block per core and size: the kernel copies from it (or, zero-copy, reads it).
     let cache = crate::runtime::Core::with(|core| core.local::<BlockCache>());
@@ -379,10 +426,19 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
         }
     };
     while !sh.stop.is_set() {
+        let (due, next) = pacer.borrow().due(runtime::now(), 1);
+        if due == 0 {
+            let wake = next.unwrap_or_else(|| runtime::now() + Duration::from_millis(1));
+            if unless_hard(&sh.stop, runtime::sleep_until(wake)).await.is_none() {
+                break;
+            }
+            continue;
+        }
         let want = sh.take(len);
         if want == 0 {
             break;
         }
+        pacer.borrow_mut().sent(1);
         // This reservation goes whole (a short send sends its rest), so that a byte budget is
         // spent exactly.
         let mut off = 0;
@@ -424,6 +480,7 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>) {
             match r {
                 Ok(n) if n > 0 => {
                     c.bytes.set(c.bytes.get() + n as u64);
+                    c.last_data.set(Some(runtime::now()));
                     sh.sent(n);
                     off += n;
                 }
@@ -520,7 +577,8 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
         if want == 0 {
             break;
         }
-        // Whole datagrams only (a budget that is not a multiple of the length sends one short).
+        // Whole datagrams only: a budget that is not a multiple of the length rounds up, as
+        // iperf3 sends (a short last datagram leaves an iperf3 receiver waiting for its bytes).
         let count = want.div_ceil(len);
         pacer.borrow_mut().sent(count as u64);
         let now = SystemTime::now();
@@ -529,7 +587,7 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
         for i in 0..count {
             udp::write_header(&mut buf[i * len..], now, first + i as u64, sh.plan.counters_64bit);
         }
-        buf.truncate(want);
+        buf.truncate(count * len);
         let Some((r, b)) = unless_hard(&sh.hard, u.send(buf, 0)).await else { return };
         buf = b;
         buf.resize(len * segs, 0);
@@ -537,6 +595,7 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
             Ok(sent) => {
                 c.bytes.set(c.bytes.get() + sent as u64);
                 c.packets.set(c.packets.get() + count as u64);
+                c.last_data.set(Some(runtime::now()));
                 sh.sent(want);
             }
             // A full socket buffer or an unreachable peer (ICMP): these sequence numbers are spent
@@ -595,22 +654,34 @@ async fn udp_receiver(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>) {
     receiver_ended(&c, &sh);
 }
 
-/// A receiver's end: when its last data came, or the stop if data came after it (a receiver that
-/// waited out [`QUIET`] did not receive during the wait).
+/// A receiver's end. Once every receiver has ended before the stop (the peer ended its streams,
+/// or they failed), nothing more can arrive: the test is done.
 fn receiver_ended(c: &Counters, sh: &Shared) {
+    c.ended.set(Some(end_time(c, sh)));
+    sh.receivers_live.set(sh.receivers_live.get().saturating_sub(1));
+    if sh.receivers_live.get() == 0 && !sh.stop.is_set() {
+        sh.done.set();
+    }
+}
+
+/// When a stream stopped counting: when its last data went or came, or the stop if that came
+/// later (a receiver that waited out [`QUIET`] did not receive during the wait, a sender whose
+/// last sends were cancelled did not send during it).
+fn end_time(c: &Counters, sh: &Shared) -> Instant {
     let now = runtime::now();
-    let end = match (c.last_data.get(), sh.stop_at.get()) {
+    match (c.last_data.get(), sh.stop_at.get()) {
         (Some(d), Some(s)) => d.max(s).min(now),
         (None, Some(s)) => s,
         _ => now,
-    };
-    c.ended.set(Some(end));
+    }
 }
 
 /// A stream's failure, unless the test was already stopping (a peer that closes its data
 /// connections once the test is over, as iperf3 does, is not a failure).
+/// A failed stream ends the test (its counts can no longer reach a byte target).
 fn note_error(c: &Counters, sh: &Shared, e: String) {
     if !sh.stop.is_set() {
         c.error.borrow_mut().get_or_insert(e);
+        sh.done.set();
     }
 }

@@ -2,7 +2,7 @@
 //! stop it with a signal, with generous time bounds (these machines are small and shared).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -44,6 +44,7 @@ pub struct Server {
     pub child: Option<Child>,
     pub addr: SocketAddr,
     stdout_rest: Option<mpsc::Receiver<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Server {
@@ -57,27 +58,42 @@ impl Server {
         Server::start_cmd(ringnode(args))
     }
 
-    /// Like [`Server::start`], with a command prepared by the caller (limits, filters).
+    /// Like [`Server::start`], with a command prepared by the caller (limits, filters). The
+    /// "listening on" line may come on standard error (a server whose standard output is JSON).
     pub fn start_cmd(mut cmd: Command) -> Server {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let first_out = addr_tx.clone();
         std::thread::spawn(move || {
+            let mut first = true;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if first && line.contains("listening on ") {
+                    first = false;
+                    let _ = first_out.send(line);
+                } else if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        let first = rx.recv_timeout(Duration::from_secs(20));
-        let line = match first {
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on ") {
+                    let _ = addr_tx.send(line.clone());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let line = match addr_rx.recv_timeout(Duration::from_secs(20)) {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = stderr.join().unwrap_or_default();
                 panic!("server did not report its address; stderr: {err}");
             }
         };
@@ -87,7 +103,7 @@ impl Server {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        Server { child: Some(child), addr, stdout_rest: Some(rx) }
+        Server { child: Some(child), addr, stdout_rest: Some(rx), stderr: Some(stderr) }
     }
 
     /// The next line the server printed after its first (up to 20 s).
@@ -122,10 +138,7 @@ impl Server {
                 out.push('\n');
             }
         }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
         (status.code().unwrap_or(-1), out, err)
     }
 }
