@@ -971,7 +971,13 @@ mod tests {
         let mine = Results {
             cpu: [10.0, 1.0, 9.0],
             sender_has_retransmits: 1,
-            streams: vec![StreamResult { id: 1, bytes: 5_000_000_000, retransmits: 3, ..Default::default() }],
+            streams: vec![StreamResult {
+                id: 1,
+                bytes: 5_000_000_000,
+                retransmits: 3,
+                omitted_given: true,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         client.send_results(&mine);
@@ -1054,6 +1060,12 @@ mod tests {
         let v = serde_json::json!({"cpu_util_total": 1, "cpu_util_user": 1, "cpu_util_system": 0,
             "sender_has_retransmits": -1, "streams": [{"id": 1, "bytes": 10}]});
         assert!(Results::from_json(&v).is_err(), "a stream's jitter and packets are required");
+        // iperf3 3.12 sends no omitted counts: that is said, not taken as zero omitted.
+        let v = serde_json::json!({"cpu_util_total": 1, "cpu_util_user": 1, "cpu_util_system": 0,
+            "sender_has_retransmits": -1, "streams": [{"id": 1, "bytes": 10, "retransmits": -1,
+            "jitter": 0, "errors": 0, "packets": 5}]});
+        let r = Results::from_json(&v).expect("3.12's results");
+        assert!(!r.streams[0].omitted_given);
     }
 
     #[test]
