@@ -29,6 +29,8 @@ enum Behaviour {
     StallOnce,
     /// Read and drop.
     Sink,
+    /// Echo for 2.5 s from the first byte the server saw, then read and drop.
+    SilentAfter,
     /// Answer "OK\r\n" to every line.
     LineOk,
     /// Reset every connection as soon as it sends something.
@@ -95,6 +97,8 @@ impl TestServer {
                                 buf[..n].to_vec()
                             }
                             Behaviour::Sink => Vec::new(),
+                            Behaviour::SilentAfter if Instant::now() >= t0 + Duration::from_millis(2500) => Vec::new(),
+                            Behaviour::SilentAfter => buf[..n].to_vec(),
                             Behaviour::LineOk => {
                                 let mut r = Vec::new();
                                 for &b in &buf[..n] {
@@ -421,6 +425,11 @@ struct Nginx {
 
 impl Nginx {
     fn start() -> Option<Nginx> {
+        Nginx::start_with("keepalive_requests 1000000;")
+    }
+
+    /// nginx with `server` directives of the test's own.
+    fn start_with(server: &str) -> Option<Nginx> {
         let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("ringnode-nginx-{}-{port}", std::process::id()));
@@ -431,7 +440,7 @@ impl Nginx {
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; \
              uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/html; keepalive_requests 1000000; }} }}\n",
+             server {{ listen 127.0.0.1:{port}; root {d}/html; {server} }} }}\n",
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -600,4 +609,118 @@ fn a_payload_from_a_file_is_sent_byte_for_byte() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ringnode-payload"));
+}
+
+#[test]
+fn requests_unanswered_or_never_sent_at_the_end_are_in_the_percentiles() {
+    let _serial = serial();
+    // The server stops answering for the last 1.5 s of a 4 s open-loop run at 1,000/s: 37% of
+    // the requests get no answer. At most 100 in flight per connection: 400 go and are not
+    // answered, the rest fall due and never go. Each is recorded with the time it waited.
+    let server = TestServer::start(Behaviour::SilentAfter);
+    let (v, out) = load_json(&[
+        "--target",
+        &server.target(),
+        "--connections",
+        "4",
+        "--rate",
+        "1000",
+        "--max-inflight",
+        "100",
+        "--duration",
+        "4s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (timeouts, unsent) = (v["errors"]["timeout"].as_u64().unwrap(), v["unsent"].as_u64().unwrap());
+    assert_eq!(timeouts, 400, "every connection's 100 in flight went unanswered: {v}");
+    assert!((900..=1300).contains(&unsent), "~1,100 fell due and never went: {v}");
+    let p99 = v["latency"]["p99_us"].as_f64().unwrap();
+    assert!(p99 > 1_000_000.0, "p99 {p99} µs: the silent 1.5 s is in the distribution");
+    let samples = v["latency"]["samples"].as_u64().unwrap();
+    let answered = v["messages_measured"].as_u64().unwrap();
+    assert_eq!(samples, answered + timeouts + unsent, "every request that fell due is a sample: {v}");
+    assert!(v["latency_lower_bounds_from_us"].as_f64().is_some());
+    // The text says which percentiles are lower bounds.
+    let server = TestServer::start(Behaviour::SilentAfter);
+    let out = run_bounded(
+        ringnode(&[
+            "load",
+            "--cores",
+            "1",
+            "--quiet",
+            "--target",
+            &server.target(),
+            "--connections",
+            "2",
+            "--rate",
+            "500",
+            "--duration",
+            "4s",
+        ]),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("p99 ≥"), "{text}");
+}
+
+#[test]
+fn a_reply_later_than_the_timeout_is_a_timeout_and_recorded() {
+    let _serial = serial();
+    // Every connection stalls from 1 s to 2 s: with --timeout 200ms the replies caught in it are
+    // timeouts, recorded at 200 ms or more; the run goes on and gets the late replies.
+    let server = TestServer::start(Behaviour::StallOnce);
+    let (v, out) = load_json(&[
+        "--target",
+        &server.target(),
+        "--connections",
+        "2",
+        "--rate",
+        "200",
+        "--timeout",
+        "200ms",
+        "--duration",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let timeouts = v["errors"]["timeout"].as_u64().unwrap();
+    assert!(timeouts >= 50, "the stall's requests timed out: {v}");
+    assert!(v["latency"]["max_us"].as_f64().unwrap() >= 200_000.0, "{v}");
+    assert!(v["latency_lower_bounds_from_us"].as_f64().unwrap() >= 199_000.0, "{v}");
+    assert_eq!(v["errors"]["mismatch"], 0, "late replies are consumed in order");
+    let bad =
+        run_bounded(ringnode(&["load", "--target", &server.target(), "--timeout", "soon"]), Duration::from_secs(20));
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a_server_that_closes_keep_alive_connections_is_reconnected() {
+    let _serial = serial();
+    let Some(nginx) = Nginx::start_with("keepalive_requests 100;") else {
+        common::skip("a_server_that_closes_keep_alive_connections_is_reconnected: nginx is not installed");
+        return;
+    };
+    let target = format!("127.0.0.1:{}", nginx.port);
+    for pipeline in ["1", "8"] {
+        let (v, out) = load_json(&[
+            "--mode",
+            "http",
+            "--target",
+            &target,
+            "--connections",
+            "4",
+            "--pipeline",
+            pipeline,
+            "--duration",
+            "2s",
+            "--path",
+            "/index.html",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let received = v["messages_received"].as_u64().unwrap();
+        assert!(received > 1000, "the run went on past nginx's 100 requests a connection: {v}");
+        assert!(v["reconnects"].as_u64().unwrap() >= received / 100 - 4, "{v}");
+        assert_eq!(v["errors"]["closed"], 0, "{v}");
+        assert_eq!(v["messages_sent"].as_u64(), Some(received), "{v}");
+        assert_eq!(v["status"]["200"].as_u64(), Some(received), "{v}");
+    }
 }

@@ -67,8 +67,14 @@ fn ringnode_to_ringnode_counts_agree_in_every_mode() {
         let sent = bytes(&v, "sum_sent");
         let received = bytes(&v, "sum_received");
         assert!(sent > 0, "{args:?}: nothing sent");
-        // Our receivers drain every stream to its end: what was sent arrived, byte for byte.
-        assert_eq!(sent, received, "{args:?}: sent and received differ");
+        if args.contains(&"-O") {
+            // Each side starts counting at the end of its own omitted second (the server's comes
+            // a little earlier): the two counts may differ by what went in between.
+            assert!(sent.abs_diff(received) <= sent / 50, "{args:?}: sent {sent} received {received}");
+        } else {
+            // Our receivers drain every stream to its end: what was sent arrived, byte for byte.
+            assert_eq!(sent, received, "{args:?}: sent and received differ");
+        }
         if args.contains(&"--bidir") {
             assert_eq!(bytes(&v, "sum_sent_bidir_reverse"), bytes(&v, "sum_received_bidir_reverse"), "{args:?}");
         }

@@ -210,6 +210,10 @@ pub struct LoadArgs {
     /// Open loop: most requests outstanding per connection.
     #[arg(long, default_value_t = 1024)]
     pub max_inflight: usize,
+    /// A reply later than this after its request went is a timeout: counted, and recorded in the
+    /// latency with its wait so far (e.g. 500ms, 2s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// HTTP method.
     #[arg(long, default_value = "GET")]
     pub method: String,

@@ -285,6 +285,10 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
         return Err(Failure::usage("--max-inflight 0: at least one request must be allowed in flight"));
     }
     cfg.max_inflight = a.max_inflight;
+    if a.timeout.is_some() && matches!(cfg.mode, load::Mode::Stream | load::Mode::Connect) {
+        return Err(Failure::usage("--timeout: for modes with replies (echo, framed, http)"));
+    }
+    cfg.timeout = a.timeout;
     cfg.warmup = a.warmup;
     cfg.duration =
         a.duration.unwrap_or(if a.messages.is_some() { Duration::from_secs(3600) } else { Duration::from_secs(5) });

@@ -42,8 +42,8 @@ pub struct PerfArgs {
     /// The server's port (server: where it listens; client: where it connects).
     #[arg(short = 'p', long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Server: the address to listen on, ADDR or ADDR:PORT [default: :: (IPv6 and IPv4), or
-    /// 0.0.0.0 with -4 or where the host has no IPv6].
+    /// Server: the address to listen on, ADDR or ADDR:PORT [default: 0.0.0.0, or :: (IPv6 only)
+    /// with -6].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Server: serve one test, then exit.
@@ -251,11 +251,6 @@ fn runtime_for(a: &PerfArgs, name: &str, cores: usize) -> Result<crate::runtime:
     Ok(crate::runtime::RuntimeConfig::on_cpus(&allowed[..cores], pin, name))
 }
 
-/// Whether this host can listen on IPv6 (a container may have it off).
-fn ipv6_available() -> bool {
-    std::net::TcpListener::bind((IpAddr::from([0u16; 8]), 0)).is_ok()
-}
-
 /// Runs `ringnode perf`.
 pub fn perf_cmd(a: PerfArgs) -> Result<(), Failure> {
     let server = a.server_flag || a.role == Some(PerfRole::Server);
@@ -273,9 +268,7 @@ fn perf_server(a: &PerfArgs) -> Result<(), Failure> {
         Some(l) => resolve(l, a.port, a.v4, a.v6)?,
         None => match a.bind {
             Some(ip) => SocketAddr::new(ip, a.port),
-            // Both families on one socket where the host has IPv6, as iperf3 listens.
-            None if a.v4 || !ipv6_available() => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), a.port),
-            None => SocketAddr::new(IpAddr::from([0u16; 8]), a.port),
+            None => SocketAddr::new(if a.v6 { IpAddr::from([0u16; 8]) } else { IpAddr::from([0, 0, 0, 0]) }, a.port),
         },
     };
     let mut rt = runtime_for(a, "perf", a.cores)?;

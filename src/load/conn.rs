@@ -124,12 +124,35 @@ pub(super) fn count(run: &CoreRun, f: Failure) {
 
 /// The mode's loop on an open connection.
 pub(super) async fn drive(run: Rc<CoreRun>, id: usize, stream: TcpStream) {
-    match run.cfg.mode {
-        Mode::Stream => super::stream::stream_loop(&run, id, &stream).await,
-        _ => super::request_response::request_response(&run, id, &stream).await,
-    }
+    let stream = match run.cfg.mode {
+        Mode::Stream => {
+            super::stream::stream_loop(&run, id, &stream).await;
+            stream
+        }
+        _ => super::request_response::request_response(&run, id, stream).await,
+    };
     run.up.set(run.up.get().saturating_sub(1));
     let _ = stream.close().await;
+}
+
+/// A new connection in place of one the server closed cleanly (no ramp: it is due now).
+pub(super) async fn reconnect(run: &CoreRun, id: usize) -> Option<TcpStream> {
+    let cfg = &run.cfg;
+    let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
+    match runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            note_connect_error(run, &e);
+            None
+        }
+        Err(_) => {
+            run.error(|c| {
+                c.connect += 1;
+                c.timeout += 1;
+            });
+            None
+        }
+    }
 }
 
 /// Resolves `DRAIN_TIMEOUT` after the core was asked to stop.

@@ -2,7 +2,7 @@
 //! own schedule.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::conn::{count, failure_of, note_connect_error, Failure};
 use super::request::RequestSource;
@@ -32,6 +32,10 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 note_connect_error(&run, &e);
+                // A connect that fails at once (no descriptor left, a source address that cannot
+                // be bound) went through no wait: back off a millisecond, so that a closed loop
+                // does not hold its core (its other connections, the intervals, a signal).
+                runtime::sleep(Duration::from_millis(1)).await;
                 continue;
             }
             Err(_) => {
@@ -70,8 +74,8 @@ async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
                 Some(Ok(c)) => {
                     run.exchange_received_bytes(c.len());
                     parser.feed(&c, &mut replies).map_err(|e| failure_of(run, &e))?;
-                    if let Some(super::Reply::Ok(status)) = replies.pop() {
-                        run.exchange_reply(status);
+                    if let Some(reply) = replies.pop() {
+                        run.exchange_reply(reply.status);
                         return Ok(());
                     }
                 }

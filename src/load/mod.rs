@@ -128,6 +128,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Stop after this many messages instead (the duration is then an upper bound).
     pub messages: Option<u64>,
+    /// A reply later than this after its request went is a timeout (counted, and recorded with
+    /// its wait so far).
+    pub timeout: Option<Duration>,
     /// The request of `http` mode.
     pub http: HttpRequest,
     /// Stop at the first error.
@@ -159,6 +162,7 @@ impl LoadConfig {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(5),
             messages: None,
+            timeout: None,
             http: HttpRequest { method: "GET".into(), path: "/".into(), ..HttpRequest::default() },
             fail_fast: false,
             progress: false,
@@ -248,6 +252,19 @@ pub struct LoadResult {
     pub schedule_lag: Histogram<u64>,
     /// Errors by kind.
     pub errors: ErrorCounts,
+    /// Requests that fell due in the measured window and never went (open loop).
+    pub unsent: u64,
+    /// Due requests that waited for `--max-inflight`.
+    pub held: u64,
+    /// Requests cut by a failed send.
+    pub cut: u64,
+    /// The smallest wait recorded for a request without a counted answer (timed out,
+    /// unanswered, unsent): percentiles from it up are lower bounds.
+    pub censored_min: Option<u64>,
+    /// Connections the server closed cleanly that were opened again, and the time that took.
+    pub reconnects: u64,
+    /// Time spent reconnecting.
+    pub reconnect_time: Duration,
     /// HTTP status codes.
     pub status: BTreeMap<u16, u64>,
     /// When the first connect failure happened, after the start (`connect` mode).
@@ -281,6 +298,12 @@ impl LoadResult {
             connect_latency: histogram(),
             schedule_lag: histogram(),
             errors: ErrorCounts::default(),
+            unsent: 0,
+            held: 0,
+            cut: 0,
+            censored_min: None,
+            reconnects: 0,
+            reconnect_time: Duration::ZERO,
             status: BTreeMap::new(),
             first_failure: None,
             opened_before_failure: 0,
@@ -309,6 +332,15 @@ impl LoadResult {
         let _ = self.connect_latency.add(&o.connect_latency);
         let _ = self.schedule_lag.add(&o.schedule_lag);
         self.errors.add(&o.errors);
+        self.unsent += o.unsent;
+        self.held += o.held;
+        self.cut += o.cut;
+        self.censored_min = match (self.censored_min, o.censored_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.reconnects += o.reconnects;
+        self.reconnect_time += o.reconnect_time;
         for (k, v) in &o.status {
             *self.status.entry(*k).or_default() += v;
         }
@@ -448,7 +480,12 @@ pub(crate) struct CoreRun {
 impl CoreRun {
     /// Takes one message from the budget; false when the run should stop sending.
     pub fn may_send(&self) -> bool {
-        if self.failed.get() || runtime::is_shutting_down() || Instant::now() >= self.deadline.get() {
+        self.may_send_at(Instant::now())
+    }
+
+    /// [`CoreRun::may_send`] at `now` (the loop turn's clock).
+    pub fn may_send_at(&self, now: Instant) -> bool {
+        if self.failed.get() || runtime::is_shutting_down() || now >= self.deadline.get() {
             return false;
         }
         match self.budget.get() {

@@ -3,13 +3,12 @@
 
 use std::time::Instant;
 
-use super::{ns, CoreRun};
+use super::{ns, CoreRun, LoadResult};
 
 impl CoreRun {
-    /// Records one reply that came back complete: `intended` and `actual` are when its request was
-    /// meant to go and went.
-    pub fn reply(&self, intended: Instant, actual: Instant, status: Option<u16>) {
-        let now = Instant::now();
+    /// Records one reply that came back complete at `now`: `intended` and `actual` are when its
+    /// request was meant to go and went.
+    pub fn reply(&self, now: Instant, intended: Instant, actual: Instant, status: Option<u16>) {
         let mut r = self.result.borrow_mut();
         r.received += 1;
         if let Some(code) = status {
@@ -26,9 +25,63 @@ impl CoreRun {
         }
     }
 
+    /// A request that fell due at `intended` got no answer it could count: it is in the latency
+    /// distribution with the time it waited until `now`, a lower bound (percentiles at or above
+    /// the smallest such value print as "≥").
+    fn censored(&self, r: &mut LoadResult, now: Instant, intended: Instant) {
+        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+            let waited = ns(now.saturating_duration_since(intended));
+            let _ = r.latency.record(waited);
+            r.censored_min = Some(r.censored_min.map_or(waited, |m| m.min(waited)));
+            let _ = self.interval.borrow_mut().latency.record(waited);
+        }
+    }
+
+    /// A reply was overdue at `now` (`--timeout`): a timeout, recorded with its wait so far.
+    pub fn overdue(&self, now: Instant, intended: Instant) {
+        self.censored(&mut self.result.borrow_mut(), now, intended);
+        self.error(|c| c.timeout += 1);
+    }
+
+    /// A request still unanswered when the run ended at `end`.
+    pub fn unanswered(&self, end: Instant, intended: Instant) {
+        self.censored(&mut self.result.borrow_mut(), end, intended);
+        self.error(|c| c.timeout += 1);
+    }
+
+    /// A request that fell due at `intended` and never went (the generator fell behind, or
+    /// `--max-inflight` held it) before the run ended at `end`.
+    pub fn unsent(&self, end: Instant, intended: Instant) {
+        let mut r = self.result.borrow_mut();
+        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+            r.unsent += 1;
+        }
+        self.censored(&mut r, end, intended);
+    }
+
+    /// A due request waited for `--max-inflight`.
+    pub fn held(&self) {
+        self.result.borrow_mut().held += 1;
+    }
+
+    /// A send failed part-way through a request: `bytes` of it went.
+    pub fn cut(&self, bytes: u64) {
+        let mut r = self.result.borrow_mut();
+        r.cut += 1;
+        r.bytes_sent += bytes;
+        self.interval.borrow_mut().bytes += bytes;
+    }
+
+    /// The server closed a connection cleanly and a new one took its place after `took`.
+    pub fn reconnected(&self, took: std::time::Duration) {
+        let mut r = self.result.borrow_mut();
+        r.reconnects += 1;
+        r.reconnect_time += took;
+    }
+
     /// Records bytes that came in.
     pub fn received_bytes(&self, n: usize) {
-        let now = Instant::now();
+        let now = crate::runtime::now();
         let mut r = self.result.borrow_mut();
         r.bytes_received += n as u64;
         if now >= self.measure_start.get() && now < self.deadline.get() {
@@ -89,11 +142,13 @@ impl CoreRun {
         let mut r = self.result.borrow_mut();
         r.sent += 1;
         r.bytes_sent += bytes as u64;
+        self.interval.borrow_mut().bytes += bytes as u64;
     }
 
     /// Records bytes of a connect-mode exchange's reply.
     pub fn exchange_received_bytes(&self, n: usize) {
         self.result.borrow_mut().bytes_received += n as u64;
+        self.interval.borrow_mut().bytes += n as u64;
     }
 
     /// Records a connect-mode exchange's reply.

@@ -9,11 +9,21 @@ use bytes::Bytes;
 use crate::frame::FrameDecoder;
 use crate::session::{Event, Session, SessionConfig};
 
-/// What a parser found in the bytes it was fed.
+/// One whole, valid reply a parser found in the bytes it was fed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// One whole, valid reply (with an HTTP status code where there is one).
-    Ok(Option<u16>),
+pub struct Reply {
+    /// Its HTTP status code, where there is one.
+    pub status: Option<u16>,
+    /// The server closes the connection after it (HTTP `Connection: close`, or HTTP/1.0
+    /// without keep-alive).
+    pub close: bool,
+}
+
+impl Reply {
+    /// A reply after which the connection stays open.
+    pub fn ok(status: Option<u16>) -> Reply {
+        Reply { status, close: false }
+    }
 }
 
 /// Why the bytes that came back are not what was expected.
@@ -63,7 +73,7 @@ impl ReplyParser for EchoReplies {
             if self.offset == front.len() {
                 self.expected.pop_front();
                 self.offset = 0;
-                out.push(Reply::Ok(None));
+                out.push(Reply::ok(None));
             }
         }
         Ok(())
@@ -90,7 +100,7 @@ impl ReplyParser for FixedReplies {
         self.got += data.len();
         while self.got >= self.n {
             self.got -= self.n;
-            out.push(Reply::Ok(None));
+            out.push(Reply::ok(None));
         }
         Ok(())
     }
@@ -130,7 +140,7 @@ impl ReplyParser for DelimitedReplies {
             }
             if self.matched == self.delim.len() {
                 self.matched = 0;
-                out.push(Reply::Ok(None));
+                out.push(Reply::ok(None));
             }
         }
         Ok(())
@@ -178,7 +188,7 @@ impl ReplyParser for FramedReplies {
                     if want != f.payload {
                         return Err(ReplyError::Mismatch);
                     }
-                    out.push(Reply::Ok(None));
+                    out.push(Reply::ok(None));
                 }
                 Ok(Event::PeerClosed { code, reason }) => {
                     return Err(ReplyError::Closed(format!("CLOSE code {code}: {reason}")));
@@ -201,6 +211,8 @@ pub struct HttpReplies {
     buf: Vec<u8>,
     body_left: Option<BodyLeft>,
     status: u16,
+    /// The response being read ends the connection.
+    close: bool,
     /// The requests are HEAD: responses carry no body whatever their headers say.
     head: bool,
 }
@@ -264,7 +276,17 @@ impl ReplyParser for HttpReplies {
                     self.status = resp.code.unwrap_or(0);
                     let mut length = None;
                     let mut chunked = false;
+                    // HTTP/1.0 closes unless it says keep-alive; 1.1 keeps open unless it says close.
+                    let mut close = resp.version == Some(0);
                     for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("connection") {
+                            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+                            if v.split(',').any(|t| t.trim() == "close") {
+                                close = true;
+                            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                                close = false;
+                            }
+                        }
                         if h.name.eq_ignore_ascii_case("content-length") {
                             let v = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
                             length = Some(v.ok_or_else(|| ReplyError::Malformed("bad Content-Length".into()))?);
@@ -275,6 +297,7 @@ impl ReplyParser for HttpReplies {
                         }
                     }
                     self.buf.drain(..n);
+                    self.close = close;
                     if (100..200).contains(&self.status) && self.status != 101 {
                         // An interim response (100 Continue, 103 Early Hints): the real one follows.
                         continue;
@@ -293,7 +316,7 @@ impl ReplyParser for HttpReplies {
                         self.body_left = Some(BodyLeft::Length(left - n));
                         return Ok(());
                     }
-                    out.push(Reply::Ok(Some(self.status)));
+                    out.push(Reply { status: Some(self.status), close: self.close });
                 }
                 Some(BodyLeft::Chunked(state)) => {
                     let next = match state {
@@ -321,7 +344,7 @@ impl ReplyParser for HttpReplies {
                         ChunkState::Trailer => match self.take_line()? {
                             None => None,
                             Some(line) if line.is_empty() => {
-                                out.push(Reply::Ok(Some(self.status)));
+                                out.push(Reply { status: Some(self.status), close: self.close });
                                 continue;
                             }
                             Some(_) => Some(ChunkState::Trailer),
@@ -380,7 +403,7 @@ mod tests {
         for split in 1..wire.len() {
             let mut p = HttpReplies::default();
             let got = feed_all(&mut p, &[&wire[..split], &wire[split..]]).unwrap();
-            assert_eq!(got, vec![Reply::Ok(Some(200)), Reply::Ok(Some(404)), Reply::Ok(Some(204))], "split at {split}");
+            assert_eq!(got, vec![Reply::ok(Some(200)), Reply::ok(Some(404)), Reply::ok(Some(204))], "split at {split}");
         }
         let mut p = HttpReplies::default();
         assert!(feed_all(&mut p, &[b"SSH-2.0-OpenSSH\r\n\r\n"]).is_err());
@@ -388,7 +411,15 @@ mod tests {
         let mut p = HttpReplies::default();
         let got = feed_all(&mut p, &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
             .unwrap();
-        assert_eq!(got, vec![Reply::Ok(Some(200))]);
+        assert_eq!(got, vec![Reply::ok(Some(200))]);
+        // A server that says it closes (or speaks HTTP/1.0 without keep-alive) is seen to.
+        let mut p = HttpReplies::default();
+        let got = feed_all(
+            &mut p,
+            &[b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"],
+        )
+        .unwrap();
+        assert_eq!(got.iter().map(|r| r.close).collect::<Vec<_>>(), [true, true, false]);
         let mut p = HttpReplies::for_method("HEAD");
         let two = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n";
         assert_eq!(feed_all(&mut p, &[two]).unwrap().len(), 2);

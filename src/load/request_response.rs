@@ -1,155 +1,499 @@
 //! Request/response mode (echo, framed, http): closed loop with a pipeline, or open loop at a
 //! rate; every reply checked and timed.
+//!
+//! One connection is one state machine, [`Exchange`] (sans-IO: the time and the bytes that came
+//! back in; the bytes to send, the counts and the next deadline out), and one task drives it on
+//! the ring: one send in flight at a time, carrying every request that fell due since the last
+//! (a pipelined round, or an open loop's due ticks, go out as one send), a multishot receive,
+//! and one timer. There is no second task to wake between a sender and a receiver.
+//!
+//! What is counted where:
+//! - a request counts as sent when the kernel has taken all of its bytes (a failed send does not
+//!   count what it did not send; a request cut by it is counted as cut);
+//! - every request that fell due in the measured window is in the latency distribution: answered
+//!   (its latency from when it was due), overdue (`--timeout`: recorded when it expired), still
+//!   unanswered at the end of the drain, or never sent (the schedule fell behind, or
+//!   `--max-inflight` held it) — the last three with the time they waited, as lower bounds;
+//! - a server that closes the connection cleanly between requests (or says `Connection: close`)
+//!   is reconnected and the requests it did not answer go again on the new connection; an abrupt
+//!   close with requests outstanding stays an error.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::conn::{count, failure_of, stopped_then_drained, Failure, Notify};
+use bytes::{Bytes, BytesMut};
+
+use super::conn::{count, failure_of, stopped_then_drained, Failure};
+use super::reply::ReplyParser;
 use super::request::{framed_hello, RequestSource};
 use super::schedule::Schedule;
-use super::{CoreRun, Mode, DRAIN_TIMEOUT};
-use crate::net::{SendQueue, TcpStream};
+use super::{CoreRun, LoadConfig, Mode, Reply, DRAIN_TIMEOUT};
+use crate::net::TcpStream;
 use crate::runtime::{self, Either};
 
-/// Request/response, closed or open loop. The sender and the receiver run side by side; the
-/// requests in flight are a queue of (intended, actual) send times, matched to replies in order.
-pub(super) async fn request_response(run: &CoreRun, id: usize, stream: &TcpStream) {
-    let cfg = &run.cfg;
-    let mut source = RequestSource::new(cfg, id);
-    let parser = RefCell::new(RequestSource::parser(cfg));
-    let inflight: RefCell<VecDeque<(Instant, Instant)>> = RefCell::new(VecDeque::new());
-    let (to_sender, to_receiver) = (Notify::default(), Notify::default());
-    let done = Cell::new(false);
-    let done_at: Cell<Option<Instant>> = Cell::new(None);
-    let gave_up = Cell::new(false);
-    let broken = Cell::new(false);
-    let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
-    if cfg.mode == Mode::Framed {
-        let _ = tx.push(&[], &[framed_hello()]);
+/// A request on the connection, from when it was queued until its reply.
+struct Pending {
+    /// When it fell due (open loop) or was queued (closed loop).
+    intended: Instant,
+    /// When it was queued to go out.
+    queued: Instant,
+    /// Where it ends in the connection's byte stream (for "sent means the kernel took it").
+    end: u64,
+    wire: Bytes,
+    expect: Bytes,
+    /// Counted as sent.
+    counted: bool,
+    /// Its reply was overdue and it was counted as a timeout (its reply, if it comes, is consumed
+    /// without being counted again).
+    timed_out: bool,
+}
+
+/// How one connection's exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Nothing more to send and nothing outstanding (or the drain ran out).
+    Done,
+    /// The server closed the connection cleanly: reconnect if there is more to do.
+    ServerClosed,
+    /// The connection failed (counted).
+    Failed,
+}
+
+/// One connection's requests and replies, sans-IO.
+pub(super) struct Exchange {
+    pipeline: usize,
+    max_inflight: usize,
+    timeout: Option<Duration>,
+    framed: bool,
+    /// When requests fall due (open loop).
+    schedule: Schedule,
+    /// A due tick was held back by `--max-inflight` (its send lag is not the generator's).
+    held: bool,
+    source: RequestSource,
+    parser: Box<dyn ReplyParser>,
+    pending: VecDeque<Pending>,
+    /// Bytes queued for the next send.
+    out: Vec<Bytes>,
+    /// Bytes of the connection's stream queued so far, and taken by the kernel so far.
+    queued_bytes: u64,
+    acked: u64,
+    /// No more requests will be queued, and when that began (the end of the window for requests
+    /// that fell due but did not go).
+    stopped: Option<Instant>,
+    /// The server said it closes after the reply just parsed.
+    closing: bool,
+    replies: Vec<Reply>,
+}
+
+impl Exchange {
+    pub(super) fn new(cfg: &LoadConfig, id: usize) -> Exchange {
+        let mut ex = Exchange {
+            pipeline: cfg.pipeline.max(1),
+            max_inflight: cfg.max_inflight.max(1),
+            timeout: cfg.timeout,
+            framed: cfg.mode == Mode::Framed,
+            schedule: Schedule::per_connection(cfg, id),
+            held: false,
+            source: RequestSource::new(cfg, id),
+            parser: RequestSource::parser(cfg),
+            pending: VecDeque::new(),
+            out: Vec::new(),
+            queued_bytes: 0,
+            acked: 0,
+            stopped: None,
+            closing: false,
+            replies: Vec::new(),
+        };
+        ex.connection_opened(cfg);
+        ex
     }
-    let drain_deadline = run.deadline.get() + DRAIN_TIMEOUT;
 
-    let sender = async {
-        let mut schedule = Schedule::per_connection(cfg, id);
-        'send: loop {
-            if broken.get() {
-                break;
+    /// A (new) connection: a fresh parser, the framed HELLO, and every request the last
+    /// connection did not answer queued again (in order, with the times they fell due).
+    pub(super) fn connection_opened(&mut self, cfg: &LoadConfig) {
+        self.parser = RequestSource::parser(cfg);
+        self.out.clear();
+        self.closing = false;
+        self.queued_bytes = 0;
+        self.acked = 0;
+        if self.framed {
+            let hello = framed_hello();
+            self.queued_bytes += hello.len() as u64;
+            self.out.push(hello);
+        }
+        let again: Vec<Pending> = self.pending.drain(..).filter(|p| !p.timed_out).collect();
+        for mut p in again {
+            self.parser.sent(&p.expect);
+            self.queued_bytes += p.wire.len() as u64;
+            p.end = self.queued_bytes;
+            self.out.push(p.wire.clone());
+            self.pending.push_back(p);
+        }
+    }
+
+    fn queue(&mut self, intended: Instant, now: Instant) {
+        let req = self.source.next();
+        self.parser.sent(&req.expect);
+        self.queued_bytes += req.wire.len() as u64;
+        self.out.push(req.wire.clone());
+        self.pending.push_back(Pending {
+            intended,
+            queued: now,
+            end: self.queued_bytes,
+            wire: req.wire,
+            expect: req.expect,
+            counted: false,
+            timed_out: false,
+        });
+    }
+
+    fn stop(&mut self, at: Instant) {
+        if self.stopped.is_none() {
+            self.stopped = Some(at);
+        }
+    }
+
+    /// Queues what is due at `now`, and counts the replies that are overdue.
+    pub(super) fn poll(&mut self, run: &CoreRun, now: Instant) {
+        if let Some(t) = self.timeout {
+            for p in self.pending.iter_mut().filter(|p| !p.timed_out) {
+                if now < p.queued + t {
+                    // Queued in order: the rest expire later.
+                    break;
+                }
+                p.timed_out = true;
+                run.overdue(now, p.intended);
             }
-            match schedule.is_open() {
-                false => {
-                    // Closed loop: wait for every reply of the last round.
-                    while !inflight.borrow().is_empty() && !broken.get() {
-                        to_sender.wait().await;
+        }
+        if self.stopped.is_some() || self.closing {
+            return;
+        }
+        match self.schedule.peek(run.start.get()) {
+            None => {
+                // Closed loop: the next round once every reply of the last is in (or overdue).
+                if self.pending.iter().any(|p| !p.timed_out) {
+                    return;
+                }
+                for _ in 0..self.pipeline {
+                    if !run.may_send_at(now) {
+                        self.stop(now.min(run.deadline.get()));
+                        break;
                     }
-                    if broken.get() {
-                        break 'send;
-                    }
-                    let now = Instant::now();
-                    for k in 0..cfg.pipeline {
-                        if !run.may_send() {
-                            if k == 0 {
-                                break 'send;
-                            }
-                            break;
+                    self.queue(now, now);
+                }
+            }
+            Some(_) => {
+                while let Some(due) = self.schedule.peek(run.start.get()) {
+                    if due >= run.deadline.get() {
+                        // The schedule is over (checked before `now`: the next wake is the deadline).
+                        if now >= run.deadline.get() {
+                            self.stop(run.deadline.get());
                         }
-                        let req = source.next();
-                        parser.borrow_mut().sent(&req.expect);
-                        inflight.borrow_mut().push_back((now, now));
-                        run.sent(now, req.wire.len());
-                        let _ = tx.push(&[], &[req.wire]);
-                    }
-                }
-                true => {
-                    let Some(intended) = schedule.next(run.start.get(), run.deadline.get()).await else {
-                        break;
-                    };
-                    let mut waited = false;
-                    while inflight.borrow().len() >= cfg.max_inflight && !broken.get() {
-                        waited = true;
-                        to_sender.wait().await;
-                    }
-                    if broken.get() || !run.may_send() {
                         break;
                     }
-                    let now = Instant::now();
-                    if !waited {
-                        run.lag(intended, now);
+                    if due > now {
+                        break;
                     }
-                    let req = source.next();
-                    parser.borrow_mut().sent(&req.expect);
-                    inflight.borrow_mut().push_back((intended, now));
-                    run.sent(intended, req.wire.len());
-                    let _ = tx.push(&[], &[req.wire]);
+                    if self.pending.len() >= self.max_inflight {
+                        if !std::mem::replace(&mut self.held, true) {
+                            run.held();
+                        }
+                        break;
+                    }
+                    if !run.may_send_at(now) {
+                        // The window ended (or the budget, or a signal): what fell due before now
+                        // and did not go is counted at the end.
+                        self.stop(now.min(run.deadline.get()));
+                        break;
+                    }
+                    if !std::mem::take(&mut self.held) {
+                        run.lag(due, now);
+                    }
+                    self.schedule.advance();
+                    self.queue(due, now);
                 }
-            }
-            to_receiver.notify();
-            if tx.flush().await.is_err() {
-                if !broken.replace(true) {
-                    count(run, Failure::Reset);
-                }
-                break;
             }
         }
-        done.set(true);
-        done_at.set(Some(Instant::now()));
-        to_receiver.notify();
-    };
+    }
 
-    let receiver = async {
-        let mut rx = stream.recv_stream();
-        let mut replies = Vec::new();
-        loop {
-            if broken.get() || (done.get() && inflight.borrow().is_empty()) {
+    /// The bytes to send next (every request queued since the last send, as one buffer).
+    pub(super) fn take_transmit(&mut self) -> Option<Bytes> {
+        match self.out.len() {
+            0 => None,
+            1 => self.out.pop(),
+            _ => {
+                let mut b = BytesMut::with_capacity(self.out.iter().map(Bytes::len).sum());
+                for part in self.out.drain(..) {
+                    b.extend_from_slice(&part);
+                }
+                Some(b.freeze())
+            }
+        }
+    }
+
+    /// The kernel took `n` more bytes: the requests they complete count as sent.
+    pub(super) fn on_sent(&mut self, run: &CoreRun, n: usize) {
+        self.acked += n as u64;
+        for p in self.pending.iter_mut().filter(|p| !p.counted) {
+            if p.end > self.acked {
                 break;
             }
-            // Once the sender is done, what is still in flight gets DRAIN_TIMEOUT to come back.
-            let give_up = done_at.get().map_or(drain_deadline, |t| (t + DRAIN_TIMEOUT).min(drain_deadline));
-            let next = runtime::timeout_at(give_up, runtime::select(rx.next(), to_receiver.wait()));
-            let chunk = match next.await {
-                Err(_) => {
-                    gave_up.set(true);
-                    break;
-                }
-                Ok(Either::Right(())) => continue,
-                Ok(Either::Left(None)) => {
-                    if !inflight.borrow().is_empty() || !done.get() {
-                        count(run, Failure::Closed);
-                    }
-                    break;
-                }
-                Ok(Either::Left(Some(Err(_)))) => {
-                    count(run, Failure::Reset);
-                    break;
-                }
-                Ok(Either::Left(Some(Ok(c)))) => c,
+            p.counted = true;
+            run.sent(p.intended, p.wire.len());
+        }
+    }
+
+    /// A send failed: the requests it did not complete were not sent (one it cut is counted as
+    /// cut); none of them will be answered.
+    pub(super) fn on_send_failed(&mut self, run: &CoreRun) {
+        let acked = self.acked;
+        let mut cut = None;
+        self.pending.retain(|p| {
+            if p.counted {
+                return true;
+            }
+            let start = p.end - p.wire.len() as u64;
+            if start < acked && acked < p.end {
+                cut = Some(acked - start);
+            }
+            false
+        });
+        if let Some(bytes) = cut {
+            run.cut(bytes);
+        }
+        self.out.clear();
+    }
+
+    /// Bytes came back: each whole reply is matched to the oldest request and recorded.
+    pub(super) fn on_recv(&mut self, run: &CoreRun, data: &[u8], now: Instant) -> Result<(), Failure> {
+        if let Err(e) = self.parser.feed(data, &mut self.replies) {
+            self.replies.clear();
+            return Err(failure_of(run, &e));
+        }
+        for reply in self.replies.drain(..) {
+            let Some(p) = self.pending.pop_front() else {
+                // More replies than requests.
+                return Err(Failure::Mismatch);
             };
-            run.received_bytes(chunk.len());
-            if let Err(e) = parser.borrow_mut().feed(&chunk, &mut replies) {
-                count(run, failure_of(run, &e));
+            if !p.counted {
+                // The reply overtook the send's completion: the kernel had taken it.
+                run.sent(p.intended, p.wire.len());
+            }
+            if !p.timed_out {
+                run.reply(now, p.intended, p.queued, reply.status);
+            }
+            if reply.close {
+                // The server closes after this reply: nothing more goes on this connection.
+                self.closing = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether requests are outstanding that the server has not answered and that did not
+    /// expire.
+    pub(super) fn awaiting(&self) -> bool {
+        self.pending.iter().any(|p| !p.timed_out)
+    }
+
+    /// Whether the server said it closes (the connection ends once its reply is in).
+    pub(super) fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// When the exchange next needs the clock: the next tick (open loop, unless held), the next
+    /// request to expire.
+    pub(super) fn next_wake(&self, run: &CoreRun) -> Option<Instant> {
+        let tick = if self.stopped.is_none() && !self.closing && self.pending.len() < self.max_inflight {
+            self.schedule.peek(run.start.get()).map(|d| d.min(run.deadline.get()))
+        } else {
+            None
+        };
+        let expiry = self.timeout.and_then(|t| self.pending.iter().find(|p| !p.timed_out).map(|p| p.queued + t));
+        match (tick, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The run is over at `end` (the drain ran out, or everything came back): every request
+    /// still unanswered, and every tick that fell due before sending stopped but did not go, is
+    /// recorded with the time it waited until `end`.
+    pub(super) fn finish(&mut self, run: &CoreRun, end: Instant) {
+        for p in self.pending.drain(..) {
+            if !p.timed_out {
+                run.unanswered(end, p.intended);
+            }
+        }
+        let until = self.stopped.unwrap_or(end).min(run.deadline.get());
+        while let Some(due) = self.schedule.peek(run.start.get()) {
+            if due >= until {
                 break;
             }
-            for super::Reply::Ok(status) in replies.drain(..) {
-                let Some((intended, actual)) = inflight.borrow_mut().pop_front() else {
-                    // More replies than requests.
-                    count(run, Failure::Mismatch);
-                    broken.set(true);
-                    break;
-                };
-                run.reply(intended, actual, status);
-            }
-            to_sender.notify();
+            self.schedule.advance();
+            run.unsent(end, due);
         }
-        broken.set(true);
-        to_sender.notify();
-    };
+    }
+}
 
-    // Bounded by the drain deadline, and after a signal by DRAIN_TIMEOUT, so the counts are final
-    // here rather than cut off by the core: what did not come back is a timeout.
-    let bounded = runtime::timeout_at(drain_deadline, runtime::join(sender, receiver));
-    let cut_off = !matches!(runtime::select(bounded, stopped_then_drained()).await, Either::Left(Ok(_)));
-    let left = inflight.borrow().len() as u64;
-    if left > 0 && (cut_off || gave_up.get()) {
-        run.error(|c| c.timeout += left);
+/// Request/response on one connection, reconnecting when the server closes it cleanly. Returns
+/// the connection last used, to be closed.
+pub(super) async fn request_response(run: &CoreRun, id: usize, mut stream: TcpStream) -> TcpStream {
+    let cfg = &run.cfg;
+    let mut ex = Exchange::new(cfg, id);
+    let drain_deadline = run.deadline.get() + DRAIN_TIMEOUT;
+    let work = async {
+        loop {
+            match session(run, &mut ex, &stream, drain_deadline).await {
+                Ended::Done | Ended::Failed => break,
+                // A clean close after the window: what it did not answer counts as unanswered.
+                Ended::ServerClosed if ex.stopped.is_some() => break,
+                Ended::ServerClosed => {
+                    let t0 = runtime::now();
+                    let Some(s) = super::conn::reconnect(run, id).await else { break };
+                    run.reconnected(runtime::now().saturating_duration_since(t0));
+                    let old = std::mem::replace(&mut stream, s);
+                    let _ = old.close().await;
+                    ex.connection_opened(cfg);
+                }
+            }
+        }
+    };
+    // After a signal, DRAIN_TIMEOUT for what is in flight; the counts are final here either way.
+    let _ = runtime::select(work, stopped_then_drained()).await;
+    let end = runtime::now().min(drain_deadline);
+    ex.stop(end);
+    ex.finish(run, end);
+    stream
+}
+
+/// The send in flight: its op, the buffer's length, and how much of it went before this op.
+type InFlight = (crate::ring::Op<(crate::ring::ops::SharedFd, Bytes)>, usize, usize);
+
+/// One connection's life: queue, send, receive, until done, closed or failed.
+async fn session(run: &CoreRun, ex: &mut Exchange, stream: &TcpStream, drain_deadline: Instant) -> Ended {
+    let fd = stream.shared_fd();
+    let mut rx = stream.recv_stream();
+    let mut send: Option<InFlight> = None;
+    let mut timer: Option<(Instant, runtime::Sleep)> = None;
+    let mut write_shut = false;
+    loop {
+        let now = runtime::now();
+        ex.poll(run, now);
+        if send.is_none() && !write_shut {
+            if let Some(buf) = ex.take_transmit() {
+                let len = buf.len();
+                send = Some((crate::ring::ops::send(fd.clone(), buf, 0), len, 0));
+            }
+        }
+        // Once sending stopped, what is outstanding has DRAIN_TIMEOUT to come back.
+        let drain = ex.stopped.map_or(drain_deadline, |s| (s + DRAIN_TIMEOUT).min(drain_deadline));
+        if now >= drain {
+            return Ended::Done;
+        }
+        if !write_shut && ex.stopped.is_some() && !ex.awaiting() && send.is_none() {
+            // Everything went and every reply is in (or overdue): end the stream, and read until
+            // the server ends its side, so that every byte it sends back is counted.
+            write_shut = true;
+            let _ = stream.shutdown_write().await;
+        }
+        let wake = ex.next_wake(run).map_or(drain, |w| w.min(drain));
+        if timer.as_ref().is_none_or(|(at, _)| *at != wake) {
+            timer = Some((wake, runtime::sleep_until(wake)));
+        }
+        let sleep = &mut timer.as_mut().expect("set").1;
+        let sent = async {
+            match send.as_mut() {
+                Some((op, _, _)) => op.await,
+                None => std::future::pending().await,
+            }
+        };
+        let ev = runtime::select(runtime::select(sent, rx.next()), sleep).await;
+        match ev {
+            Either::Left(Either::Left((done, (fd, buf)))) => {
+                let (_, len, before) = send.take().expect("in flight");
+                match done.into_result() {
+                    Ok(n) if n > 0 => {
+                        ex.on_sent(run, n as usize);
+                        let went = before + n as usize;
+                        if went < len {
+                            send = Some((crate::ring::ops::send(fd, buf, went), len, went));
+                        }
+                    }
+                    _ => {
+                        ex.on_send_failed(run);
+                        ex.stop(runtime::now());
+                        count(run, Failure::Reset);
+                        return Ended::Failed;
+                    }
+                }
+            }
+            Either::Left(Either::Right(Some(Ok(chunk)))) => {
+                run.received_bytes(chunk.len());
+                if let Err(f) = ex.on_recv(run, &chunk, runtime::now()) {
+                    count(run, f);
+                    ex.stop(runtime::now());
+                    return Ended::Failed;
+                }
+                if ex.closing() && !ex.awaiting() && send.is_none() {
+                    return Ended::ServerClosed;
+                }
+            }
+            Either::Left(Either::Right(None)) => {
+                // The server ended the stream: after ours, the end; between requests (or after
+                // saying it would), a clean close; with requests outstanding, an error.
+                if write_shut {
+                    return Ended::Done;
+                }
+                if !ex.awaiting() || ex.closing() {
+                    return Ended::ServerClosed;
+                }
+                count(run, Failure::Closed);
+                ex.stop(runtime::now());
+                return Ended::Failed;
+            }
+            Either::Left(Either::Right(Some(Err(_)))) => {
+                if !write_shut {
+                    count(run, Failure::Reset);
+                    ex.stop(runtime::now());
+                }
+                return Ended::Failed;
+            }
+            Either::Right(()) => timer = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_one_buffer_and_single_requests_are_not_copied() {
+        let cfg = LoadConfig::new(Mode::Echo, "127.0.0.1:1".parse().unwrap());
+        let mut ex_out: Vec<Bytes> = vec![Bytes::from_static(b"abc")];
+        let one = ex_out[0].clone();
+        let mut ex = Exchange {
+            pipeline: 1,
+            max_inflight: 1,
+            timeout: None,
+            framed: false,
+            schedule: Schedule::per_connection(&cfg, 0),
+            held: false,
+            source: RequestSource::new(&cfg, 0),
+            parser: Box::new(super::super::reply::EchoReplies::default()),
+            pending: VecDeque::new(),
+            out: std::mem::take(&mut ex_out),
+            queued_bytes: 3,
+            acked: 0,
+            stopped: None,
+            closing: false,
+            replies: Vec::new(),
+        };
+        let b = ex.take_transmit().unwrap();
+        assert_eq!(b.as_ptr(), one.as_ptr(), "one request goes as it is");
+        ex.out = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")];
+        assert_eq!(&ex.take_transmit().unwrap()[..], b"abcd");
+        assert!(ex.take_transmit().is_none());
     }
 }

@@ -30,6 +30,16 @@ impl Schedule {
         }
     }
 
+    /// When the next tick falls due (`None` in a closed loop), without waiting for it.
+    pub(super) fn peek(&self, start: Instant) -> Option<Instant> {
+        self.period.map(|p| self.at(start, p, self.tick))
+    }
+
+    /// The next tick was taken.
+    pub(super) fn advance(&mut self) {
+        self.tick += 1;
+    }
+
     /// One slot of `cfg.connections` sharing the total rate (stream and connect modes); `stagger`
     /// offsets slot `id` by `id / total`.
     pub(super) fn per_slot(cfg: &LoadConfig, stagger: Option<usize>) -> Schedule {
@@ -41,11 +51,6 @@ impl Schedule {
                 tick: 0,
             },
         }
-    }
-
-    /// Whether it is an open loop (a rate).
-    pub(super) fn is_open(&self) -> bool {
-        self.period.is_some()
     }
 
     /// The `i`-th tick after `start` (no overflow however long the run).
@@ -77,7 +82,5 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(s.at(t0, Duration::from_millis(10), 0), t0 + Duration::from_millis(3));
         assert_eq!(s.at(t0, Duration::from_millis(10), 1_000_000), t0 + Duration::from_millis(10_000_003));
-        let closed = Schedule { period: None, offset: Duration::ZERO, tick: 0 };
-        assert!(!closed.is_open());
     }
 }

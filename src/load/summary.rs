@@ -32,6 +32,19 @@ pub fn limits(cfg: &LoadConfig, r: &LoadResult) -> Vec<String> {
             r.connected, cfg.connections, r.errors.connect
         ));
     }
+    if r.held > 0 {
+        out.push(format!(
+            "{} requests waited for --max-inflight ({} per connection): replies came slower than the rate; \
+             the wait is in the corrected latency",
+            r.held, cfg.max_inflight
+        ));
+    }
+    if r.unsent > 0 {
+        out.push(format!(
+            "{} requests fell due in the measured window and never went (recorded with their wait, as lower bounds)",
+            r.unsent
+        ));
+    }
     let busiest = r.core_cpu.iter().zip(&r.core_wall).map(|(c, w)| c / w.max(1e-9)).fold(0.0, f64::max);
     let lag_p99 = r.schedule_lag.value_at_quantile(0.99);
     if let Some(want) = cfg.total_rate() {
@@ -62,6 +75,17 @@ pub fn limits(cfg: &LoadConfig, r: &LoadResult) -> Vec<String> {
     out
 }
 
+/// Whether a value of the latency histogram is only a lower bound: it is at or above the
+/// smallest wait recorded for a request without a counted answer.
+fn lower_bound(r: &LoadResult, v: u64) -> bool {
+    r.censored_min.is_some_and(|m| v >= r.latency.lowest_equivalent(m))
+}
+
+/// The share of a requested figure reached, as "N% of M requested".
+fn share(got: f64, want: f64) -> String {
+    format!("{:.0}% of {want:.0} requested", 100.0 * got / want.max(1e-9))
+}
+
 /// The load result as the lines a person reads.
 pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
@@ -69,6 +93,19 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
         let mut v: Vec<String> =
             PERCENTILES.iter().map(|&(q, name)| format!("{name} {:.1}", us(h.value_at_percentile(q)))).collect();
         v.push(format!("max {:.1}", us(h.max())));
+        v.join("  ")
+    };
+    // The corrected latency: a percentile that includes requests without an answer is a lower
+    // bound, marked "≥".
+    let latency_pct = |h: &hdrhistogram::Histogram<u64>| {
+        let mut v: Vec<String> = PERCENTILES
+            .iter()
+            .map(|&(q, name)| {
+                let x = h.value_at_percentile(q);
+                format!("{name} {}{:.1}", if lower_bound(r, x) { "≥" } else { "" }, us(x))
+            })
+            .collect();
+        v.push(format!("max {}{:.1}", if lower_bound(r, h.max()) { "≥" } else { "" }, us(h.max())));
         v.join("  ")
     };
     let size =
@@ -100,7 +137,18 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
             );
         }
     } else {
-        out += &format!("  connections  {} up of {} requested\n", r.connected, cfg.connections);
+        out += &format!(
+            "  connections  {} up ({})\n",
+            r.connected.min(cfg.connections as u64),
+            share(r.connected.min(cfg.connections as u64) as f64, cfg.connections as f64)
+        );
+        if r.reconnects > 0 {
+            out += &format!(
+                "  reconnects   {} (the server closed cleanly between requests; {:.1} ms reconnecting in all)\n",
+                r.reconnects,
+                r.reconnect_time.as_secs_f64() * 1e3
+            );
+        }
         if cfg.mode == Mode::Stream {
             out += &format!(
                 "  messages     {} sent ({} in the measured window: {:.0}/s)\n",
@@ -110,12 +158,17 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
             );
         } else {
             out += &format!(
-                "  messages     {} sent, {} received ({} in the measured window: {:.0}/s)\n",
+                "  messages     {} sent, {} received ({} in the measured window: {:.0}/s{})\n",
                 r.sent,
                 r.received,
                 r.measured,
-                r.rate()
+                r.rate(),
+                cfg.total_rate().map_or(String::new(), |want| format!(", {}", share(r.rate(), want)))
             );
+            if r.unsent > 0 || r.cut > 0 {
+                out +=
+                    &format!("  not sent     {} fell due and never went, {} cut by a failed send\n", r.unsent, r.cut);
+            }
         }
         out += &format!(
             "  throughput   {:.2} MB/s sent, {:.2} MB/s received\n",
@@ -123,7 +176,11 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
             r.measured_bytes_received as f64 / secs / 1e6
         );
         if cfg.mode != Mode::Stream {
-            out += &format!("  latency µs   {}  (n={})\n", pct(&r.latency), r.latency.len());
+            out += &format!("  latency µs   {}  (n={})\n", latency_pct(&r.latency), r.latency.len());
+            if r.censored_min.is_some() {
+                out += "               (≥: includes requests timed out, unanswered at the end, or never sent, \
+                        at the time they waited)\n";
+            }
             if cfg.total_rate().is_some() {
                 out += &format!("  uncorrected  {}  (from the actual send, hiding the wait)\n", pct(&r.uncorrected));
             }
@@ -179,6 +236,13 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "messages_per_s": r.rate(),
         "mb_per_s": r.measured_bytes_sent.max(r.measured_bytes_received) as f64 / secs / 1e6,
         "latency": percentiles_json(&r.latency),
+        "latency_lower_bounds_from_us": r.censored_min.map(us),
+        "unsent": r.unsent,
+        "cut": r.cut,
+        "reconnects": r.reconnects,
+        "reconnect_s": r.reconnect_time.as_secs_f64(),
+        "rate_share": cfg.total_rate().map(|want| r.rate() / want.max(1e-9)),
+        "connections_share": r.connected.min(cfg.connections as u64) as f64 / cfg.connections.max(1) as f64,
         "latency_uncorrected": percentiles_json(&r.uncorrected),
         "connect_latency": percentiles_json(&r.connect_latency),
         "schedule_lag": percentiles_json(&r.schedule_lag),

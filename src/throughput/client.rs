@@ -435,7 +435,7 @@ async fn run(
     let done = live.streams.done();
     // Receiving UDP by bytes: lost datagrams can keep the target out of reach; a second of silence
     // after data ends the test.
-    let watch_quiet = !by_time && p.protocol == Protocol::Udp && p.direction != proto::Direction::Forward;
+    let watch_quiet = !by_time && p.protocol == Protocol::Udp && p.direction == proto::Direction::Reverse;
     // Silence means loss only when it is longer than the gaps the bitrate leaves between
     // datagrams: four of them, and at least a second.
     let quiet_after = if p.bandwidth > 0 {
@@ -580,7 +580,8 @@ async fn run(
     let mut end = finished.end;
     let mut text = finished.text;
     if quiet_end {
-        let got: u64 = mine.streams.iter().map(|s| s.bytes).sum();
+        let got: u64 =
+            mine.streams.iter().zip(&live.streams.list).filter(|(_, (d, _))| !d.sender).map(|(s, _)| s.bytes).sum();
         let want = p.bytes.max(p.blocks * u64::from(p.len));
         text += &format!(
             "Note: {got} of the {want} bytes asked for arrived; nothing came for {quiet_after:?}, so the rest was taken as lost\n"

@@ -615,8 +615,12 @@ pub fn plan_for(p: &Params, client: bool) -> Plan {
     Plan {
         len: p.len as usize,
         bitrate: p.bandwidth,
-        bytes: p.bytes,
-        blocks: p.blocks,
+        // A byte count is the client's to keep: a server that sends (-R, --bidir) sends until
+        // the client ends the test, as iperf3's does (each side starts counting after the
+        // omitted seconds at its own moment, so a server that stopped at the count could leave
+        // the client short of it).
+        bytes: if client { p.bytes } else { 0 },
+        blocks: if client { p.blocks } else { 0 },
         receive_target: if client && p.direction == Direction::Reverse {
             p.bytes.max(p.blocks * u64::from(p.len))
         } else {

@@ -125,11 +125,19 @@ struct Shared {
     stop: Flag,
     /// Stop everything now.
     hard: Flag,
+    /// Cancel the sends in flight (a stalled send; also set by the hard stop). Receivers go on.
+    halt_sends: Flag,
     /// When the stop came.
     stop_at: Cell<Option<Instant>>,
 }
 
 impl Shared {
+    /// Stops everything now: in-flight sends and receives are cancelled.
+    fn halt(&self) {
+        self.halt_sends.set();
+        self.hard.set();
+    }
+
     /// Takes up to `want` bytes of the budget (0 when it is spent).
     fn take(&self, want: usize) -> usize {
         if self.omitting.get() {
@@ -225,6 +233,7 @@ pub fn start(list: Vec<DataStream>, plan: Plan) -> Streams {
         done: Flag::new(),
         stop: Flag::new(),
         hard: Flag::new(),
+        halt_sends: Flag::new(),
         stop_at: Cell::new(None),
     });
     let mut senders = Vec::new();
@@ -303,7 +312,7 @@ impl Streams {
             while runtime::timeout(QUIET, &mut h).await.is_err() {
                 let now_sent = sent(&self.list);
                 if now_sent == seen || runtime::now() >= deadline {
-                    self.shared.hard.set();
+                    self.shared.halt_sends.set();
                 }
                 seen = now_sent;
             }
@@ -319,10 +328,10 @@ impl Streams {
         let deadline = deadline.max(runtime::now() + QUIET);
         for h in self.receivers.drain(..) {
             if runtime::timeout_at(deadline, h).await.is_err() {
-                self.shared.hard.set();
+                self.shared.halt();
             }
         }
-        self.shared.hard.set();
+        self.shared.halt();
         let now = runtime::now();
         for (_, c) in &self.list {
             if c.ended.get().is_none() {
@@ -344,17 +353,18 @@ impl Streams {
             .collect()
     }
 
-    /// Whether every receiving stream got data and then nothing for `d` (a UDP receiver whose
-    /// byte target cannot be met because datagrams were lost).
+    /// Whether nothing arrived on any receiving stream for `d` (since its last data, or since
+    /// the start for a stream that got none): a UDP receiver whose byte target cannot be met
+    /// because datagrams were lost.
     pub fn receivers_quiet_for(&self, d: Duration) -> bool {
         let now = runtime::now();
         let mut any = false;
         for (s, c) in &self.list {
             if !s.sender {
                 any = true;
-                match c.last_data.get() {
-                    Some(t) if now.saturating_duration_since(t) >= d => {}
-                    _ => return false,
+                let since = c.last_data.get().unwrap_or(self.started);
+                if now.saturating_duration_since(since) < d {
+                    return false;
                 }
             }
         }
@@ -369,7 +379,7 @@ impl Streams {
     /// Ends everything now (a failed test): in-flight operations are cancelled.
     pub fn abort(&mut self) {
         self.shared.stop.set();
-        self.shared.hard.set();
+        self.shared.halt();
         self.senders.clear();
         self.receivers.clear();
     }
@@ -392,7 +402,7 @@ impl Drop for Streams {
     /// they are detached, and would otherwise go on sending.
     fn drop(&mut self) {
         self.shared.stop.set();
-        self.shared.hard.set();
+        self.shared.halt();
     }
 }
 
@@ -446,7 +456,7 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
             let chunk = block.slice(off..want);
             let r = if sh.plan.zerocopy {
                 let Some((r, _, copied)) =
-                    unless_hard(&sh.hard, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
+                    unless_hard(&sh.halt_sends, crate::net::send::send_zc_once(t.shared_fd(), vec![chunk], 0)).await
                 else {
                     sh.give_back(want - off);
                     return;
@@ -466,7 +476,7 @@ async fn tcp_sender(t: Rc<TcpStream>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
                 } else {
                     crate::ring::ops::send(t.shared_fd(), chunk, 0)
                 };
-                let Some((r, _)) = unless_hard(&sh.hard, async move {
+                let Some((r, _)) = unless_hard(&sh.halt_sends, async move {
                     let (c, (_, b)) = op.await;
                     (c.into_result().map(|n| n as usize), b)
                 })
@@ -584,13 +594,14 @@ async fn udp_sender(u: Rc<UdpSocket>, c: Rc<Counters>, sh: Rc<Shared>, pacer: Rc
         let now = SystemTime::now();
         let first = seq.get() + 1;
         seq.set(seq.get() + count as u64);
+        // A short batch goes from the buffer's tail (sent from an offset): the buffer keeps its
+        // length, and nothing is zeroed again between sends.
+        let start = (segs - count) * len;
         for i in 0..count {
-            udp::write_header(&mut buf[i * len..], now, first + i as u64, sh.plan.counters_64bit);
+            udp::write_header(&mut buf[start + i * len..], now, first + i as u64, sh.plan.counters_64bit);
         }
-        buf.truncate(count * len);
-        let Some((r, b)) = unless_hard(&sh.hard, u.send(buf, 0)).await else { return };
+        let Some((r, b)) = unless_hard(&sh.halt_sends, u.send(buf, start)).await else { return };
         buf = b;
-        buf.resize(len * segs, 0);
         match r {
             Ok(sent) => {
                 c.bytes.set(c.bytes.get() + sent as u64);
