@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -39,42 +40,48 @@ impl Notify {
     }
 }
 
-/// Opens a connection (after waiting for its place on the ramp) and counts how it went.
-pub(super) async fn open(run: &CoreRun, id: usize) -> Option<TcpStream> {
-    let cfg = &run.cfg;
-    let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
-    let attempt = async {
-        if let Some(rate) = cfg.ramp {
-            runtime::sleep_until(run.created + Duration::from_secs_f64(id as f64 / rate)).await;
+/// The source address connection `id` (or attempt `id`) uses, if `--source` gave any.
+pub(super) fn source_of(run: &CoreRun, id: usize) -> Option<IpAddr> {
+    let sources = &run.cfg.sources;
+    (!sources.is_empty()).then(|| sources[id % sources.len()])
+}
+
+/// One connection attempt from `source`, bounded by `CONNECT_TIMEOUT`; a failure is counted.
+pub(super) async fn attempt(run: &CoreRun, source: Option<IpAddr>) -> Option<TcpStream> {
+    match runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(run.cfg.target, source)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            note_connect_error(run, &e);
+            None
         }
-        let t0 = Instant::now();
-        (t0, runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await)
-    };
-    let (t0, outcome) = match runtime::select(attempt, runtime::shutdown_requested()).await {
-        Either::Left(v) => v,
-        Either::Right(()) => return None,
-    };
-    let outcome = match outcome {
-        Ok(r) => r,
         Err(_) => {
             run.error(|c| {
                 c.connect += 1;
                 c.timeout += 1;
             });
-            return None;
-        }
-    };
-    match outcome {
-        Ok(s) => {
-            run.opened(t0, Instant::now());
-            run.up.set(run.up.get() + 1);
-            Some(s)
-        }
-        Err(e) => {
-            note_connect_error(run, &e);
             None
         }
     }
+}
+
+/// Opens a connection (after waiting for its place on the ramp) and counts how it went.
+pub(super) async fn open(run: &CoreRun, id: usize) -> Option<TcpStream> {
+    let cfg = &run.cfg;
+    let connect = async {
+        if let Some(rate) = cfg.ramp {
+            runtime::sleep_until(run.created + Duration::from_secs_f64(id as f64 / rate)).await;
+        }
+        let t0 = Instant::now();
+        (t0, attempt(run, source_of(run, id)).await)
+    };
+    let (t0, stream) = match runtime::select(connect, runtime::shutdown_requested()).await {
+        Either::Left(v) => v,
+        Either::Right(()) => return None,
+    };
+    let stream = stream?;
+    run.opened(t0, Instant::now());
+    run.up.set(run.up.get() + 1);
+    Some(stream)
 }
 
 pub(super) fn note_connect_error(run: &CoreRun, e: &NetError) {
@@ -133,26 +140,6 @@ pub(super) async fn drive(run: Rc<CoreRun>, id: usize, stream: TcpStream) {
     };
     run.up.set(run.up.get().saturating_sub(1));
     let _ = stream.close().await;
-}
-
-/// A new connection in place of one the server closed cleanly (no ramp: it is due now).
-pub(super) async fn reconnect(run: &CoreRun, id: usize) -> Option<TcpStream> {
-    let cfg = &run.cfg;
-    let source = (!cfg.sources.is_empty()).then(|| cfg.sources[id % cfg.sources.len()]);
-    match runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            note_connect_error(run, &e);
-            None
-        }
-        Err(_) => {
-            run.error(|c| {
-                c.connect += 1;
-                c.timeout += 1;
-            });
-            None
-        }
-    }
 }
 
 /// Resolves `DRAIN_TIMEOUT` after the core was asked to stop.

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::conn::{count, failure_of, note_connect_error, Failure};
+use super::conn::{attempt, count, failure_of, source_of, Failure};
 use super::request::RequestSource;
 use super::schedule::Schedule;
 use super::{CoreRun, DRAIN_TIMEOUT};
@@ -26,25 +26,13 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
         if !run.may_send() {
             break;
         }
-        let source = (!cfg.sources.is_empty()).then(|| cfg.sources[(id + i - 1) % cfg.sources.len()]);
         let t0 = Instant::now();
-        let stream = match runtime::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(cfg.target, source)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                note_connect_error(&run, &e);
-                // A connect that fails at once (no descriptor left, a source address that cannot
-                // be bound) went through no wait: back off a millisecond, so that a closed loop
-                // does not hold its core (its other connections, the intervals, a signal).
-                runtime::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-            Err(_) => {
-                run.error(|c| {
-                    c.connect += 1;
-                    c.timeout += 1;
-                });
-                continue;
-            }
+        let Some(stream) = attempt(&run, source_of(&run, id + i - 1)).await else {
+            // A connect that fails at once (no descriptor left, a source address that cannot be
+            // bound) went through no wait: back off a millisecond, so that a closed loop does not
+            // hold its core (its other connections, the intervals, a signal).
+            runtime::sleep(Duration::from_millis(1)).await;
+            continue;
         };
         run.connected(intended, t0, Instant::now());
         if exchange {

@@ -72,6 +72,9 @@ pub(super) struct Exchange {
     source: RequestSource,
     parser: Box<dyn ReplyParser>,
     pending: VecDeque<Pending>,
+    /// How many of `pending`, from the front, are counted as sent (they are sent in order, so the
+    /// counted ones are a prefix): a completion looks only past them.
+    counted: usize,
     /// Bytes queued for the next send.
     out: Vec<Bytes>,
     /// Bytes of the connection's stream queued so far, and taken by the kernel so far.
@@ -97,6 +100,7 @@ impl Exchange {
             source: RequestSource::new(cfg, id),
             parser: RequestSource::parser(cfg),
             pending: VecDeque::new(),
+            counted: 0,
             out: Vec::new(),
             queued_bytes: 0,
             acked: 0,
@@ -122,6 +126,8 @@ impl Exchange {
             self.out.push(hello);
         }
         let again: Vec<Pending> = self.pending.drain(..).filter(|p| !p.timed_out).collect();
+        // Those counted before stay counted (and are still a prefix: they were sent in order).
+        self.counted = again.iter().take_while(|p| p.counted).count();
         for mut p in again {
             self.parser.sent(&p.expect);
             self.queued_bytes += p.wire.len() as u64;
@@ -234,11 +240,12 @@ impl Exchange {
     /// The kernel took `n` more bytes: the requests they complete count as sent.
     pub(super) fn on_sent(&mut self, run: &CoreRun, n: usize) {
         self.acked += n as u64;
-        for p in self.pending.iter_mut().filter(|p| !p.counted) {
+        for p in self.pending.iter_mut().skip(self.counted) {
             if p.end > self.acked {
                 break;
             }
             p.counted = true;
+            self.counted += 1;
             run.sent(p.intended, p.wire.len());
         }
     }
@@ -261,6 +268,7 @@ impl Exchange {
         if let Some(bytes) = cut {
             run.cut(bytes);
         }
+        self.counted = self.pending.len();
         self.out.clear();
     }
 
@@ -275,7 +283,9 @@ impl Exchange {
                 // More replies than requests.
                 return Err(Failure::Mismatch);
             };
-            if !p.counted {
+            if p.counted {
+                self.counted -= 1;
+            } else {
                 // The reply overtook the send's completion: the kernel had taken it.
                 run.sent(p.intended, p.wire.len());
             }
@@ -350,7 +360,8 @@ pub(super) async fn request_response(run: &CoreRun, id: usize, mut stream: TcpSt
                 Ended::ServerClosed if ex.stopped.is_some() => break,
                 Ended::ServerClosed => {
                     let t0 = runtime::now();
-                    let Some(s) = super::conn::reconnect(run, id).await else { break };
+                    // A new connection in place of the one closed (no ramp: it is due now).
+                    let Some(s) = super::conn::attempt(run, super::conn::source_of(run, id)).await else { break };
                     run.reconnected(runtime::now().saturating_duration_since(t0));
                     let old = std::mem::replace(&mut stream, s);
                     let _ = old.close().await;
@@ -471,25 +482,9 @@ mod tests {
     #[test]
     fn batches_are_one_buffer_and_single_requests_are_not_copied() {
         let cfg = LoadConfig::new(Mode::Echo, "127.0.0.1:1".parse().unwrap());
-        let mut ex_out: Vec<Bytes> = vec![Bytes::from_static(b"abc")];
-        let one = ex_out[0].clone();
-        let mut ex = Exchange {
-            pipeline: 1,
-            max_inflight: 1,
-            timeout: None,
-            framed: false,
-            schedule: Schedule::per_connection(&cfg, 0),
-            held: false,
-            source: RequestSource::new(&cfg, 0),
-            parser: Box::new(super::super::reply::EchoReplies::default()),
-            pending: VecDeque::new(),
-            out: std::mem::take(&mut ex_out),
-            queued_bytes: 3,
-            acked: 0,
-            stopped: None,
-            closing: false,
-            replies: Vec::new(),
-        };
+        let mut ex = Exchange::new(&cfg, 0);
+        let one = Bytes::from_static(b"abc");
+        ex.out = vec![one.clone()];
         let b = ex.take_transmit().unwrap();
         assert_eq!(b.as_ptr(), one.as_ptr(), "one request goes as it is");
         ex.out = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")];

@@ -89,23 +89,13 @@ fn share(got: f64, want: f64) -> String {
 /// The load result as the lines a person reads.
 pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let pct = |h: &hdrhistogram::Histogram<u64>| {
-        let mut v: Vec<String> =
-            PERCENTILES.iter().map(|&(q, name)| format!("{name} {:.1}", us(h.value_at_percentile(q)))).collect();
-        v.push(format!("max {:.1}", us(h.max())));
-        v.join("  ")
-    };
-    // The corrected latency: a percentile that includes requests without an answer is a lower
-    // bound, marked "≥".
-    let latency_pct = |h: &hdrhistogram::Histogram<u64>| {
-        let mut v: Vec<String> = PERCENTILES
-            .iter()
-            .map(|&(q, name)| {
-                let x = h.value_at_percentile(q);
-                format!("{name} {}{:.1}", if lower_bound(r, x) { "≥" } else { "" }, us(x))
-            })
-            .collect();
-        v.push(format!("max {}{:.1}", if lower_bound(r, h.max()) { "≥" } else { "" }, us(h.max())));
+    // Percentiles and max; in the corrected latency (`bounds`), one that includes requests without
+    // an answer is a lower bound, marked "≥".
+    let pct = |h: &hdrhistogram::Histogram<u64>, bounds: bool| {
+        let show =
+            |name: &str, x: u64| format!("{name} {}{:.1}", if bounds && lower_bound(r, x) { "≥" } else { "" }, us(x));
+        let mut v: Vec<String> = PERCENTILES.iter().map(|&(q, name)| show(name, h.value_at_percentile(q))).collect();
+        v.push(show("max", h.max()));
         v.join("  ")
     };
     let size =
@@ -127,7 +117,7 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
             "  connections  {} opened, {:.0}/s\n  connect µs   {}\n",
             r.connected,
             r.measured as f64 / secs,
-            pct(&r.connect_latency)
+            pct(&r.connect_latency, false)
         );
         if let Some(at) = r.first_failure {
             out += &format!(
@@ -176,13 +166,16 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
             r.measured_bytes_received as f64 / secs / 1e6
         );
         if cfg.mode != Mode::Stream {
-            out += &format!("  latency µs   {}  (n={})\n", latency_pct(&r.latency), r.latency.len());
+            out += &format!("  latency µs   {}  (n={})\n", pct(&r.latency, true), r.latency.len());
             if r.censored_min.is_some() {
                 out += "               (≥: includes requests timed out, unanswered at the end, or never sent, \
                         at the time they waited)\n";
             }
             if cfg.total_rate().is_some() {
-                out += &format!("  uncorrected  {}  (from the actual send, hiding the wait)\n", pct(&r.uncorrected));
+                out += &format!(
+                    "  uncorrected  {}  (from the actual send, hiding the wait)\n",
+                    pct(&r.uncorrected, false)
+                );
             }
         }
     }
