@@ -14,6 +14,7 @@
 //! - the services and tools: [`echo`], [`load`], [`info`];
 //! - [`report`]: neutral pieces of reports (percentiles, interval logs, plots);
 //! - [`cli`]: flags, exit codes and the terminal.
+#![recursion_limit = "256"]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

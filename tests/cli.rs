@@ -339,3 +339,21 @@ fn cpu_in_list(list: &str, cpu: usize) -> bool {
         None => p.parse() == Ok(cpu),
     })
 }
+
+#[test]
+fn bad_segments_start_times_and_thresholds_are_usage_errors() {
+    let t = ["load", "--target", "127.0.0.1:9", "--duration", "1s"];
+    let with = |extra: &[&str]| {
+        let mut a = t.to_vec();
+        a.extend_from_slice(extra);
+        run_bounded(ringnode(&a), Duration::from_secs(30))
+    };
+    assert_one_line_error(&with(&["--segment", "0/4"]), 2, "0/4");
+    assert_one_line_error(&with(&["--segment", "5/4"]), 2, "5/4");
+    assert_one_line_error(&with(&["--segment", "3/3", "--connections", "2"]), 2, "--segment 3/3");
+    assert_one_line_error(&with(&["--start-at", "tomorrow"]), 2, "tomorrow");
+    assert_one_line_error(&with(&["--start-at", "@99999999999"]), 2, "more than a day ahead");
+    assert_one_line_error(&with(&["--slo", "p99=1ms"]), 2, "p99=1ms");
+    assert_one_line_error(&with(&["--find-max-rate"]), 2, "--slo");
+    assert_one_line_error(&with(&["--find-max-rate", "--slo", "p99<1ms", "--segment", "1/2"]), 2, "--segment");
+}

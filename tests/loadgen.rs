@@ -39,7 +39,12 @@ enum Behaviour {
     Corrupt,
     /// Answer anything with a line that is not HTTP.
     Garbage,
+    /// Echo at most `CAPPED_RATE` 64-byte messages a second over all connections (a server with a
+    /// known capacity: above it, the wait grows without bound).
+    Capped,
 }
+
+const CAPPED_RATE: f64 = 3000.0;
 
 /// A test server on its own threads, counting what it sees.
 struct TestServer {
@@ -66,6 +71,7 @@ impl TestServer {
         let (bi, bo, acc, stop) = (s.bytes_in.clone(), s.bytes_out.clone(), s.accepted.clone(), s.stop.clone());
         let peers = s.peers.clone();
         let first_byte: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let next_slot: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -76,9 +82,10 @@ impl TestServer {
                 if let Ok(p) = c.peer_addr() {
                     peers.lock().unwrap().insert(p.ip());
                 }
-                let (bi, bo, first_byte) = (bi.clone(), bo.clone(), first_byte.clone());
+                let (bi, bo, first_byte, next_slot) = (bi.clone(), bo.clone(), first_byte.clone(), next_slot.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
+                    let mut carry = 0;
                     loop {
                         let n = match c.read(&mut buf) {
                             Ok(0) | Err(_) => return,
@@ -110,6 +117,21 @@ impl TestServer {
                             }
                             Behaviour::Corrupt => buf[..n].iter().map(|b| b ^ 0xff).collect(),
                             Behaviour::Garbage => b"SSH-2.0-not-http\r\n\r\n".to_vec(),
+                            Behaviour::Capped => {
+                                carry += n;
+                                let mut last = None;
+                                while carry >= 64 {
+                                    carry -= 64;
+                                    let mut next = next_slot.lock().unwrap();
+                                    let slot = next.map_or(Instant::now(), |t| t.max(Instant::now()));
+                                    *next = Some(slot + Duration::from_secs_f64(1.0 / CAPPED_RATE));
+                                    last = Some(slot);
+                                }
+                                if let Some(t) = last {
+                                    std::thread::sleep(t.saturating_duration_since(Instant::now()));
+                                }
+                                buf[..n].to_vec()
+                            }
                             Behaviour::Reset => {
                                 let s = socket2::SockRef::from(&c);
                                 let _ = s.set_linger(Some(Duration::ZERO));
@@ -723,4 +745,147 @@ fn a_server_that_closes_keep_alive_connections_is_reconnected() {
         assert_eq!(v["messages_sent"].as_u64(), Some(received), "{v}");
         assert_eq!(v["status"]["200"].as_u64(), Some(received), "{v}");
     }
+}
+
+/// `--segment k/4` in four processes started together with `--start-at`: the merged report's
+/// counts equal the server's, its rate is the sum of theirs, and every second holds all four.
+#[test]
+fn four_segments_merge_into_the_test_one_process_would_have_run() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let dir = std::env::temp_dir().join(format!("ringnode-seg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3;
+    let start_at = format!("@{start}");
+    let logs: Vec<std::path::PathBuf> = (1..=4).map(|k| dir.join(format!("seg{k}.hlog"))).collect();
+    let children: Vec<std::process::Child> = (1..=4)
+        .map(|k| {
+            let segment = format!("{k}/4");
+            let log = logs[k - 1].to_str().unwrap().to_string();
+            let args = [
+                "load",
+                "--target",
+                &server.target(),
+                "--connections",
+                "8",
+                "--duration",
+                "2s",
+                "--rate",
+                "4000",
+                "--segment",
+                &segment,
+                "--start-at",
+                &start_at,
+                "--hdr-log",
+                &log,
+                "--json",
+                "--quiet",
+            ];
+            ringnode(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut segments = Vec::new();
+    for mut c in children {
+        while c.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "a segment did not finish within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["connections_requested"], 2, "{v}");
+        assert!(v["start_late_s"].as_f64().unwrap() < 0.5, "started together: {v}");
+        segments.push(v);
+    }
+    let (bytes_in, _) = server.settled();
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 8);
+    let mut args = vec!["report".to_string(), "--json".to_string()];
+    args.extend(logs.iter().map(|l| l.to_str().unwrap().to_string()));
+    let out = run_bounded(ringnode(&args.iter().map(String::as_str).collect::<Vec<_>>()), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The server saw every request the segments sent, 64 B each; each is a sample, and so is
+    // each that fell due and never went (the last tick of a segment can fall due as it ends).
+    let (sent, unsent) = (v["messages_sent"].as_u64().unwrap(), v["unsent"].as_u64().unwrap());
+    assert_eq!(sent * 64, bytes_in, "{v}");
+    assert_eq!(v["samples"].as_u64().unwrap(), sent + unsent, "{v}");
+    assert!(unsent <= 4, "{v}");
+    let sum: u64 = segments.iter().map(|s| s["latency"]["samples"].as_u64().unwrap()).sum();
+    assert_eq!(v["samples"].as_u64().unwrap(), sum, "the merged count is the sum of the segments'");
+    // 4,000/s in all: about 8,000 in 2 s, the rate the sum of the segments'.
+    let rates: f64 = segments.iter().map(|s| s["rate_achieved"].as_f64().unwrap()).sum();
+    let rate = v["rate"].as_f64().unwrap();
+    assert!((rate - rates).abs() < rates * 0.02, "merged {rate} vs sum {rates}");
+    assert!((rate - 4000.0).abs() < 200.0, "{rate}");
+    assert_eq!(v["segments"], serde_json::json!(["1/4", "2/4", "3/4", "4/4"]));
+    assert_eq!(v["segments_missing"], serde_json::json!([]));
+    // The seconds line up: each whole second of traffic has an interval from every segment.
+    let merged = v["merged_intervals"].as_array().unwrap();
+    let per_second: u64 = merged.iter().map(|m| m["samples"].as_u64().unwrap()).sum();
+    assert_eq!(per_second, sum);
+    assert!(merged.iter().filter(|m| m["samples"].as_u64().unwrap() > 1000).all(|m| m["files"] == 4), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--slo` sets exit code 4 when a threshold is crossed, with one line naming it; met thresholds
+/// are in the JSON.
+#[test]
+fn slo_thresholds_set_the_exit_code() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let t = server.target();
+    let (v, out) = load_json(&["--target", &t, "--connections", "2", "--duration", "1s", "--slo", "p99<10s,errors<1%"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["slo"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["slo"].as_array().unwrap().iter().all(|s| s["met"] == true), "{v}");
+    let (v, out) = load_json(&["--target", &t, "--connections", "2", "--duration", "1s", "--slo", "p50<1ns"]);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--slo crossed: p50<1ns") && err.trim_end().lines().count() == 1, "{err}");
+    assert_eq!(v["slo"][0]["met"], false);
+    let out = run_bounded(ringnode(&["load", "--target", &t, "--slo", "p99>1ms"]), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("p99>1ms"));
+}
+
+/// `--find-max-rate` against a server that echoes at most 3,000 messages a second finds a rate
+/// near that and reports every step.
+#[test]
+fn find_max_rate_bisects_to_a_servers_capacity() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Capped);
+    let out = run_bounded(
+        ringnode(&[
+            "load",
+            "--target",
+            &server.target(),
+            "--connections",
+            "4",
+            "--warmup",
+            "500ms",
+            "--duration",
+            "1s",
+            "--rate",
+            "1000",
+            "--slo",
+            "p99<100ms",
+            "--find-max-rate",
+            "--json",
+            "--cores",
+            "1",
+        ]),
+        Duration::from_secs(150),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    let (best, failing) = (v["max_rate"].as_f64().unwrap(), v["lowest_failing_rate"].as_f64().unwrap());
+    assert!((2000.0..=CAPPED_RATE * 1.1).contains(&best), "{v}");
+    assert!(failing > best && failing <= best * 1.05 + 1.0 || steps.len() == 12, "{v}");
+    // Doubling from 1,000 until a step fails, every step reported with its thresholds.
+    assert_eq!(steps[0]["rate_requested"], 1000.0);
+    assert_eq!(steps[1]["rate_requested"], 2000.0);
+    assert_eq!(steps[2]["meets"], false, "4,000/s is above the capacity: {v}");
+    assert!(steps.iter().all(|s| s["slo"][0]["limit"] == "p99<100ms"), "{v}");
 }

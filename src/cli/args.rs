@@ -242,6 +242,25 @@ pub struct LoadArgs {
     /// Write the latency of every second as an HdrHistogram interval log.
     #[arg(long)]
     pub hdr_log: Option<std::path::PathBuf>,
+    /// Thresholds, such as 'p99<10ms,errors<0.1%' (percentiles pN, max, mean with a unit; errors
+    /// as a share or a count): the run exits with code 4 when one is crossed. A percentile that
+    /// includes unanswered requests is a lower bound and never meets a threshold.
+    #[arg(long, value_parser = parse_slo)]
+    pub slo: Option<crate::load::slo::Slo>,
+    /// Search open-loop rates for the highest that meets --slo: from --rate (default 1000/s),
+    /// doubling while steps meet it, then bisecting to within 5% (at most 12 steps, each a whole
+    /// run of --warmup + --duration); every step is reported. Exit code 4 if no rate met it.
+    #[arg(long, requires = "slo", conflicts_with_all = ["rate_per_conn", "messages", "hdr_log", "segment", "start_at"])]
+    pub find_max_rate: bool,
+    /// Run segment I of N of the test (1/4 … 4/4), one per machine: connections, rate and
+    /// --messages are split so that the N segments together are the test one machine would run;
+    /// merge their --hdr-log files with `ringnode report`.
+    #[arg(long, value_parser = parse_segment)]
+    pub segment: Option<(usize, usize)>,
+    /// Start traffic at this wall-clock time, after the connections are up: RFC 3339 UTC
+    /// (2026-12-05T10:00:00Z) or Unix seconds (@1764928800), so that segments start together.
+    #[arg(long, value_parser = parse_wall_time)]
+    pub start_at: Option<std::time::SystemTime>,
     /// No progress line every second.
     #[arg(long)]
     pub quiet: bool,
@@ -270,6 +289,36 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && (0.001..=1e9).contains(&v) => Ok(v),
         _ => Err(format!("'{s}' is not a rate between 0.001 and 1e9 per second")),
     }
+}
+
+fn parse_slo(s: &str) -> Result<crate::load::slo::Slo, String> {
+    crate::load::slo::parse(s).map(crate::load::slo::Slo)
+}
+
+/// `I/N`, 1 ≤ I ≤ N ≤ 100,000, as the pair (I - 1, N).
+fn parse_segment(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("'{s}' is not a segment such as 1/4 (the first of four)");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || n > 100_000 || i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i - 1, n))
+}
+
+/// RFC 3339 in UTC (`2026-12-05T10:00:00Z`, fractions of a second allowed) or `@SECONDS` since
+/// the Unix epoch.
+fn parse_wall_time(s: &str) -> Result<std::time::SystemTime, String> {
+    let bad = || format!("'{s}' is not a time such as 2026-12-05T10:00:00Z or @1764928800");
+    let t = s.trim();
+    if let Some(secs) = t.strip_prefix('@') {
+        let v: f64 = secs.parse().map_err(|_| bad())?;
+        if !v.is_finite() || !(0.0..=1e11).contains(&v) {
+            return Err(bad());
+        }
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(v));
+    }
+    humantime::parse_rfc3339(t).map_err(|_| bad())
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -345,6 +394,12 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+
     use super::*;
 
     #[test]

@@ -317,18 +317,45 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     cfg.fail_fast = a.fail_fast;
     cfg.progress = !a.quiet;
     cfg.hdr_log = a.hdr_log.clone();
+    if let Some((index, count)) = a.segment {
+        if count > cfg.connections {
+            return Err(Failure::usage(format!(
+                "--segment {}/{count}: a test of {} connection(s) cannot be split in {count} (each segment needs one)",
+                index + 1,
+                cfg.connections
+            )));
+        }
+        cfg.segment = load::Segment { index, count };
+    }
+    if let Some(t) = a.start_at {
+        let now = std::time::SystemTime::now();
+        if t.duration_since(now).is_ok_and(|ahead| ahead > Duration::from_secs(24 * 3600)) {
+            return Err(Failure::usage("--start-at: more than a day ahead"));
+        }
+        if now.duration_since(t).is_ok_and(|late| late > Duration::from_secs(1)) {
+            tracing::warn!(
+                "--start-at was {:.1} s ago: starting now, behind any segment that started on time",
+                now.duration_since(t).unwrap_or_default().as_secs_f64()
+            );
+        }
+    }
+    cfg.start_at = a.start_at;
     Ok(cfg)
 }
 
 fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
     let mut cfg = load_config(&a)?;
-    cfg.runtime = pick_cpus(&a.cpus, "load", cfg.connections)?;
-    check_fd_budget(cfg.connections, 0)?;
+    cfg.runtime = pick_cpus(&a.cpus, "load", cfg.own_connections())?;
+    check_fd_budget(cfg.own_connections(), 0)?;
     require_io_uring()?;
     cfg.runtime.handle_signals = true;
+    if a.find_max_rate {
+        return find_max_rate(cfg, a.slo.as_ref().map_or(&[], |s| &s.0), a.json);
+    }
     let progress = cfg.progress;
+    let origin = load::clock_origin(cfg.start_at, std::time::SystemTime::now());
     let run = |log: &mut dyn FnMut(&report::HdrHistogram<u64>, Duration, Duration)| {
-        load::run(cfg.clone(), &mut |at, length, iv| {
+        load::run_from(cfg.clone(), origin, &mut |at, length, iv| {
             if progress {
                 let line = load::summary::progress_line(at, length, iv);
                 if json_log {
@@ -342,21 +369,137 @@ fn load_cmd(a: LoadArgs, json_log: bool) -> Result<(), Failure> {
         })
     };
     let comment = "ringnode load: latency in nanoseconds, corrected for coordinated omission";
-    let (result, log_error) = report::with_interval_log(cfg.hdr_log.as_deref(), comment, run).map_err(|e| {
+    let (result, log_error) = report::with_interval_log(cfg.hdr_log.as_deref(), comment, origin, run).map_err(|e| {
         let p = cfg.hdr_log.as_deref().unwrap_or(std::path::Path::new("")).display();
         Failure::usage(format!("--hdr-log {p}: cannot create the file: {e}"))
     })?;
     let result = result?;
+    let log_error = log_error.or_else(|| {
+        let path = cfg.hdr_log.as_deref()?;
+        report::append_run_record(path, &load::summary::run_record(&cfg, &result)).err().map(|e| e.to_string())
+    });
     if let Some(e) = log_error {
         tracing::error!("--hdr-log: writing failed: {e}");
     }
+    let verdicts = a.slo.as_ref().map(|s| load::slo::check(&s.0, &result));
     if a.json {
-        outln!("{}", load::summary::load_json(&cfg, &result));
+        let mut doc = load::summary::load_json(&cfg, &result);
+        if let Some(v) = &verdicts {
+            doc["slo"] = load::summary::slo_json(v);
+        }
+        outln!("{doc}");
     } else {
         out!("{}", load::summary::load_text(&cfg, &result));
+        if let Some(v) = &verdicts {
+            outln!("{}", load::summary::slo_line(v));
+        }
     }
     if let Some(why) = load::summary::verdict(&cfg, &result) {
         return Err(Failure::runtime(format!("load against {} failed: {why}", cfg.target)));
+    }
+    if let Some(crossed) = verdicts.as_deref().and_then(load::summary::slo_crossed) {
+        return Err(Failure::slo(format!("load against {}: --slo crossed: {crossed}", cfg.target)));
+    }
+    Ok(())
+}
+
+/// `load --find-max-rate`: open-loop runs at rates chosen by [`load::slo::RateSearch`], each
+/// judged by the thresholds and by reaching 95% of its rate; every step is reported.
+fn find_max_rate(cfg: LoadConfig, limits: &[load::slo::Limit], json: bool) -> Result<(), Failure> {
+    let first = cfg.total_rate().unwrap_or(1000.0);
+    let mut search = load::slo::RateSearch::new(first, 0.05, 12);
+    let thresholds: Vec<&str> = limits.iter().map(|l| l.text.as_str()).collect();
+    let header = format!(
+        "ringnode load --find-max-rate: {} mode against {}, {} connections; thresholds {}; each step {:.1} s warm-up + {:.1} s measured, and must reach 95% of its rate",
+        format!("{:?}", cfg.mode).to_lowercase(),
+        cfg.target,
+        cfg.connections,
+        thresholds.join(", "),
+        cfg.warmup.as_secs_f64(),
+        cfg.duration.as_secs_f64(),
+    );
+    if !json {
+        outln!("{header}");
+        outln!("  {:>4} {:>12} {:>12} {:>7}  thresholds", "step", "rate/s", "achieved/s", "verdict");
+    }
+    let mut steps = Vec::new();
+    let mut interrupted = false;
+    while let Some(rate) = search.next_rate() {
+        let mut c = cfg.clone();
+        c.rate = Some(load::Rate::Total(rate));
+        c.progress = false;
+        let r = load::run(c.clone(), &mut |_, _, _| {})?;
+        let verdicts = load::slo::check(limits, &r);
+        let reached = r.rate() >= rate * 0.95;
+        let failed_run = load::summary::verdict(&c, &r);
+        let met = reached && failed_run.is_none() && verdicts.iter().all(|v| v.met);
+        if r.interrupted {
+            interrupted = true;
+        } else {
+            search.record(rate, met);
+        }
+        let why = failed_run
+            .clone()
+            .or_else(|| (!reached).then(|| format!("reached {:.0}% of the rate", 100.0 * r.rate() / rate)));
+        if !json {
+            outln!(
+                "  {:>4} {:>12.0} {:>12.0} {:>7}  {}{}",
+                steps.len() + 1,
+                rate,
+                r.rate(),
+                if r.interrupted {
+                    "stopped"
+                } else if met {
+                    "meets"
+                } else {
+                    "fails"
+                },
+                load::summary::slo_line(&verdicts).trim_start().trim_start_matches("slo").trim_start(),
+                why.as_deref().map_or(String::new(), |w| format!("; {w}"))
+            );
+        }
+        steps.push(serde_json::json!({
+            "rate_requested": rate,
+            "rate_achieved": r.rate(),
+            "elapsed_s": r.elapsed.as_secs_f64(),
+            "meets": met,
+            "interrupted": r.interrupted,
+            "why": why,
+            "slo": load::summary::slo_json(&verdicts),
+            "latency": report::percentiles_json(&r.latency),
+            "errors": load::slo::errors_of(&r).0,
+        }));
+        if interrupted {
+            break;
+        }
+        // Let the server drain what a failed step left it before the next one.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "search": header,
+                "steps": steps,
+                "max_rate": search.passed,
+                "lowest_failing_rate": search.failed,
+                "interrupted": interrupted,
+            })
+        );
+    } else {
+        match (search.passed, search.failed) {
+            (Some(p), Some(f)) => outln!("  highest rate meeting the thresholds: {p:.0}/s ({f:.0}/s did not)"),
+            (Some(p), None) => outln!("  highest rate meeting the thresholds: {p:.0}/s (every rate tried met them; the step limit ended the search)"),
+            (None, _) => outln!("  no rate tried met the thresholds"),
+        }
+    }
+    if interrupted {
+        return Err(Failure::runtime(
+            "--find-max-rate: a step was stopped early (a signal, or --fail-fast), the search with it",
+        ));
+    }
+    if search.passed.is_none() {
+        return Err(Failure::slo(format!("load against {}: no rate tried met --slo", cfg.target)));
     }
     Ok(())
 }
@@ -379,12 +522,32 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
     for l in &logs[1..] {
         total.add(&l.total).map_err(|e| Failure::runtime(format!("cannot merge: {e:?}")))?;
     }
+    let merged = report::merge_intervals(&logs).map_err(Failure::runtime)?;
+    let runs = RunRecords::of(&logs);
     let summary = report::LogSummary::of(&total);
+    let pct_json = |h: &report::HdrHistogram<u64>| -> serde_json::Map<String, serde_json::Value> {
+        report::PERCENTILES
+            .iter()
+            .map(|&(q, name)| (format!("{name}_us"), serde_json::json!(report::us(h.value_at_percentile(q)))))
+            .collect()
+    };
     if json {
         let pct: serde_json::Map<_, _> = summary
             .percentiles
             .iter()
             .map(|(q, v)| (format!("p{q}_us"), serde_json::json!(*v as f64 / 1000.0)))
+            .collect();
+        let each: Vec<serde_json::Value> = merged
+            .iter()
+            .map(|m| {
+                let mut o = pct_json(&m.latency);
+                o.insert("at_s".into(), serde_json::json!(m.at.as_secs_f64()));
+                o.insert("length_s".into(), serde_json::json!(m.length.as_secs_f64()));
+                o.insert("files".into(), serde_json::json!(m.logs));
+                o.insert("samples".into(), serde_json::json!(m.latency.len()));
+                o.insert("max_us".into(), serde_json::json!(report::us(m.latency.max())));
+                serde_json::Value::Object(o)
+            })
             .collect();
         outln!(
             "{}",
@@ -394,15 +557,71 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
                 "samples": summary.samples,
                 "percentiles": pct,
                 "max_us": summary.max as f64 / 1000.0,
+                "merged_intervals": each,
+                "segments": runs.as_ref().map(|r| &r.segments),
+                "segments_missing": runs.as_ref().map(|r| &r.missing),
+                "messages_sent": runs.as_ref().map(|r| r.sent),
+                "messages_received": runs.as_ref().map(|r| r.received),
+                "messages_measured": runs.as_ref().map(|r| r.measured),
+                "unsent": runs.as_ref().map(|r| r.unsent),
+                "errors": runs.as_ref().map(|r| r.errors),
+                "window_s": runs.as_ref().map(|r| r.window.as_secs_f64()),
+                "rate": runs.as_ref().map(|r| r.rate()),
+                "rate_sum_of_files": runs.as_ref().map(|r| r.rate_sum),
             })
         );
     } else {
         outln!(
-            "ringnode report: {} file(s), {} intervals, {} samples",
+            "ringnode report: {} file(s), {} intervals, {} samples{}",
             logs.len(),
             logs.iter().map(|l| l.intervals).sum::<usize>(),
-            summary.samples
+            summary.samples,
+            runs.as_ref().filter(|r| r.segments.len() > 1).map_or(String::new(), |r| format!(
+                ", segments {}{}",
+                r.segments.join(" "),
+                if r.missing.is_empty() { String::new() } else { format!(" (missing {})", r.missing.join(" ")) }
+            ))
         );
+        if logs.len() > 1 {
+            outln!(
+                "  {:>7} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
+                "at s",
+                "length",
+                "files",
+                "samples",
+                "p50 µs",
+                "p99 µs",
+                "max µs"
+            );
+            for m in &merged {
+                outln!(
+                    "  {:>7.1} {:>7.2} {:>6} {:>10} {:>10.1} {:>10.1} {:>10.1}",
+                    m.at.as_secs_f64(),
+                    m.length.as_secs_f64(),
+                    m.logs,
+                    m.latency.len(),
+                    report::us(m.latency.value_at_quantile(0.5)),
+                    report::us(m.latency.value_at_quantile(0.99)),
+                    report::us(m.latency.max())
+                );
+            }
+        }
+        if let Some(r) = &runs {
+            outln!(
+                "  messages     {} sent, {} received, {} in the measured windows, {} fell due and never went; errors {}",
+                r.sent,
+                r.received,
+                r.measured,
+                r.unsent,
+                r.errors
+            );
+            outln!(
+                "  rate         {:.0}/s over {:.2} s (first window opened to last closed; the files' own rates add up to {:.0}/s)",
+                r.rate(),
+                r.window.as_secs_f64(),
+                r.rate_sum
+            );
+        }
         let parts: Vec<String> = summary
             .percentiles
             .iter()
@@ -425,6 +644,72 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
         }
     }
     Ok(())
+}
+
+/// What the runs that wrote the logs said of themselves (`load --hdr-log` records its segment,
+/// window and counts at the end), added up; `None` if any log lacks the record.
+struct RunRecords {
+    segments: Vec<String>,
+    missing: Vec<String>,
+    sent: u64,
+    received: u64,
+    measured: u64,
+    unsent: u64,
+    errors: u64,
+    /// From the first measured window's start to the last one's end, on the wall clock.
+    window: Duration,
+    /// Each run's measured messages over its own window, added.
+    rate_sum: f64,
+}
+
+impl RunRecords {
+    fn of(logs: &[report::IntervalLog]) -> Option<RunRecords> {
+        let mut r = RunRecords {
+            segments: Vec::new(),
+            missing: Vec::new(),
+            sent: 0,
+            received: 0,
+            measured: 0,
+            unsent: 0,
+            errors: 0,
+            window: Duration::ZERO,
+            rate_sum: 0.0,
+        };
+        let (mut first, mut last) = (None::<std::time::SystemTime>, None::<std::time::SystemTime>);
+        let mut count = None;
+        for l in logs {
+            let rec = l.record.as_ref()?;
+            let num = |k: &str| rec.get(k).and_then(serde_json::Value::as_f64);
+            let int = |k: &str| rec.get(k).and_then(serde_json::Value::as_u64);
+            let zero = l.base.unwrap_or(std::time::UNIX_EPOCH);
+            let (ws, w) = (num("window_start_s")?, num("window_s")?);
+            let open = zero + Duration::from_secs_f64(ws.max(0.0));
+            let close = open + Duration::from_secs_f64(w.max(0.0));
+            first = Some(first.map_or(open, |f| f.min(open)));
+            last = Some(last.map_or(close, |f| f.max(close)));
+            r.sent += int("messages_sent")?;
+            r.received += int("messages_received")?;
+            r.measured += int("messages_measured")?;
+            r.errors += int("errors")?;
+            r.unsent += int("unsent")?;
+            r.rate_sum += int("messages_measured")? as f64 / w.max(1e-9);
+            let seg = rec.get("segment").and_then(serde_json::Value::as_str).unwrap_or("1/1").to_string();
+            if let Some((_, n)) = seg.split_once('/') {
+                count = count.or(n.parse::<usize>().ok());
+            }
+            r.segments.push(seg);
+        }
+        r.segments.sort_by_key(|s| s.split_once('/').and_then(|(i, _)| i.parse::<usize>().ok()));
+        if let Some(n) = count {
+            r.missing = (1..=n).map(|i| format!("{i}/{n}")).filter(|s| !r.segments.contains(s)).collect();
+        }
+        r.window = last?.duration_since(first?).unwrap_or_default();
+        Some(r)
+    }
+
+    fn rate(&self) -> f64 {
+        self.measured as f64 / self.window.as_secs_f64().max(1e-9)
+    }
 }
 
 fn info(json: bool) -> Result<(), Failure> {

@@ -3,7 +3,8 @@
 //! `info`).
 //!
 //! Exit codes: 0 success, 1 runtime failure (a port in use, a run that failed), 2 usage error (a bad
-//! flag, address or value), 3 io_uring unavailable.
+//! flag, address or value), 3 io_uring unavailable, 4 a threshold of `load --slo` crossed (with
+//! `--find-max-rate`: no rate tried met them).
 
 mod args;
 mod commands;
@@ -31,6 +32,11 @@ impl Failure {
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure { code: 2, message: message.into() }
+    }
+
+    /// A threshold of `load --slo` crossed (exit 4).
+    pub fn slo(message: impl Into<String>) -> Failure {
+        Failure { code: 4, message: message.into() }
     }
 
     /// A runtime error (exit 1).

@@ -21,6 +21,7 @@ mod reply;
 mod request;
 mod request_response;
 mod schedule;
+pub mod slo;
 mod stream;
 pub mod summary;
 
@@ -34,7 +35,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -81,6 +82,35 @@ pub enum Rate {
     Total(f64),
     /// Per connection.
     PerConnection(f64),
+}
+
+/// Which part of a test one process runs (`--segment i/n`): connection `id` of the whole test
+/// belongs to segment `id % count`. Each connection keeps its place in the whole test (its share
+/// of the rate, its offset in the schedule, its place on the ramp, its share of `--messages`), so
+/// the segments together are exactly the test one process would have run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// From 0.
+    pub index: usize,
+    /// How many segments in all.
+    pub count: usize,
+}
+
+impl Segment {
+    /// The whole test.
+    pub const WHOLE: Segment = Segment { index: 0, count: 1 };
+
+    /// Whether connection `id` of the whole test is this segment's.
+    pub fn owns(&self, id: usize) -> bool {
+        id % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Segment {
+    /// As written on the command line: `1/4` is the first of four.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
 }
 
 /// The HTTP request of `http` mode.
@@ -139,6 +169,11 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Write an HdrHistogram interval log here.
     pub hdr_log: Option<PathBuf>,
+    /// The part of the test this process runs.
+    pub segment: Segment,
+    /// Start traffic at this wall-clock time (after the connections are up), so that segments on
+    /// several machines start together; the interval log's clock counts from it.
+    pub start_at: Option<SystemTime>,
     /// The runtime layout.
     pub runtime: RuntimeConfig,
 }
@@ -167,16 +202,61 @@ impl LoadConfig {
             fail_fast: false,
             progress: false,
             hdr_log: None,
+            segment: Segment::WHOLE,
+            start_at: None,
             runtime: RuntimeConfig::on_cpus(&[0], false, "load"),
         }
     }
 
-    /// The requested open-loop rate over the whole run, if any.
+    /// The requested open-loop rate of the whole test (every segment), if any.
     pub fn total_rate(&self) -> Option<f64> {
         self.rate.map(|r| match r {
             Rate::Total(t) => t,
             Rate::PerConnection(p) => p * self.connections as f64,
         })
+    }
+
+    /// The connections of the whole test that this process runs.
+    pub fn own_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.connections).filter(|&id| self.segment.owns(id))
+    }
+
+    /// How many connections this process runs.
+    pub fn own_connections(&self) -> usize {
+        self.own_ids().count()
+    }
+
+    /// This process's share of the open-loop rate.
+    pub fn own_rate(&self) -> Option<f64> {
+        self.total_rate().map(|t| t * self.own_connections() as f64 / self.connections.max(1) as f64)
+    }
+
+    /// Connection `id`'s share of a `--messages` budget: the shares of all connections add up to
+    /// exactly `m`.
+    fn budget_of(&self, m: u64, id: usize) -> u64 {
+        let upto = |n: usize| (u128::from(m) * n as u128 / self.connections.max(1) as u128) as u64;
+        upto(id + 1) - upto(id)
+    }
+}
+
+/// The zero of a run's interval clock, in wall-clock time: `--start-at` if it is still ahead;
+/// if it has passed, the last whole second after it (so that a segment that starts late keeps
+/// the others' second boundaries); otherwise now.
+pub fn clock_origin(start_at: Option<SystemTime>, now: SystemTime) -> SystemTime {
+    match start_at {
+        None => now,
+        Some(t) => match now.duration_since(t) {
+            Err(_) => t,
+            Ok(late) => t + Duration::from_secs(late.as_secs()),
+        },
+    }
+}
+
+/// The monotonic instant of wall-clock time `t`, read against `now` (which are taken together).
+fn instant_of(t: SystemTime, now_wall: SystemTime, now: Instant) -> Instant {
+    match t.duration_since(now_wall) {
+        Ok(ahead) => now + ahead,
+        Err(e) => now.checked_sub(e.duration()).unwrap_or(now),
     }
 }
 
@@ -261,6 +341,8 @@ pub struct LoadResult {
     /// The smallest wait recorded for a request without a counted answer (timed out,
     /// unanswered, unsent): percentiles from it up are lower bounds.
     pub censored_min: Option<u64>,
+    /// How many such requests are in the latency distribution.
+    pub censored: u64,
     /// Connections the server closed cleanly that were opened again, and the time that took.
     pub reconnects: u64,
     /// Time spent reconnecting.
@@ -275,6 +357,15 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// How long opening the connections took before traffic started (the longest of the cores).
     pub connect_phase: Duration,
+    /// How long after `--start-at` traffic started (the connections took longer, or the process
+    /// was started late); `None` without `--start-at`.
+    pub start_late: Option<Duration>,
+    /// When the measured window opened, after the interval clock's zero ([`clock_origin`]).
+    pub window_start: Duration,
+    /// When the measured window opened (the earliest of the cores).
+    measure_start: Option<Instant>,
+    /// A signal (Ctrl-C) or `--fail-fast` ended the run before its time.
+    pub interrupted: bool,
     /// CPU seconds used by each core's thread over the whole run.
     pub core_cpu: Vec<f64>,
     /// Wall time of the whole run per core (for CPU use).
@@ -302,6 +393,7 @@ impl LoadResult {
             held: 0,
             cut: 0,
             censored_min: None,
+            censored: 0,
             reconnects: 0,
             reconnect_time: Duration::ZERO,
             status: BTreeMap::new(),
@@ -309,6 +401,10 @@ impl LoadResult {
             opened_before_failure: 0,
             elapsed: Duration::ZERO,
             connect_phase: Duration::ZERO,
+            start_late: None,
+            window_start: Duration::ZERO,
+            measure_start: None,
+            interrupted: false,
             core_cpu: Vec::new(),
             core_wall: Vec::new(),
         }
@@ -339,6 +435,7 @@ impl LoadResult {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.censored += o.censored;
         self.reconnects += o.reconnects;
         self.reconnect_time += o.reconnect_time;
         for (k, v) in &o.status {
@@ -351,6 +448,12 @@ impl LoadResult {
         self.opened_before_failure += o.opened_before_failure;
         self.elapsed = self.elapsed.max(o.elapsed);
         self.connect_phase = self.connect_phase.max(o.connect_phase);
+        self.start_late = self.start_late.max(o.start_late);
+        self.interrupted |= o.interrupted;
+        self.measure_start = match (self.measure_start, o.measure_start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.core_cpu.extend_from_slice(&o.core_cpu);
         self.core_wall.extend_from_slice(&o.core_wall);
     }
@@ -409,15 +512,28 @@ pub type OnInterval<'a> = &'a mut dyn FnMut(Duration, Duration, &Interval);
 /// Runs a load and returns the merged result. `on_interval` is called about once a second with the
 /// merged interval of all cores.
 pub fn run(config: LoadConfig, on_interval: OnInterval<'_>) -> Result<LoadResult, RuntimeError> {
+    let origin = clock_origin(config.start_at, SystemTime::now());
+    run_from(config, origin, on_interval)
+}
+
+/// [`run`] with the interval clock's zero at `origin` (from [`clock_origin`]): the times given
+/// to `on_interval` count from it, in whole seconds.
+pub fn run_from(
+    config: LoadConfig,
+    origin: SystemTime,
+    on_interval: OnInterval<'_>,
+) -> Result<LoadResult, RuntimeError> {
+    let (now_wall, now) = (SystemTime::now(), Instant::now());
+    let t0 = instant_of(origin, now_wall, now);
+    let traffic_at = config.start_at.map(|t| instant_of(t, now_wall, now));
     let shared = Arc::new(config.clone());
     let board = Arc::new(IntervalBoard::default());
     let b = board.clone();
     let running = runtime::start(config.runtime, move |core| {
         let cfg = shared.clone();
         let board = b.clone();
-        async move { core_main(core, cfg, board).await }
+        async move { core_main(core, cfg, board, traffic_at).await }
     })?;
-    let t0 = Instant::now();
     let second = Duration::from_secs(1);
     let mut next = t0 + second;
     while !running.is_finished() {
@@ -440,6 +556,7 @@ pub fn run(config: LoadConfig, on_interval: OnInterval<'_>) -> Result<LoadResult
     for r in &results {
         total.merge(r);
     }
+    total.window_start = total.measure_start.map_or(Duration::ZERO, |m| m.saturating_duration_since(t0));
     Ok(total)
 }
 
@@ -532,20 +649,21 @@ fn publish(run: &CoreRun, board: &IntervalBoard) {
     board.slots.lock().unwrap_or_else(|e| e.into_inner()).push(iv);
 }
 
-/// This core's share of a `--messages` budget: the cores' shares add up to exactly `m`.
-fn budget_share(m: u64, connections: usize, cores: usize, core: usize) -> u64 {
-    let conns_of = |c: usize| (connections + cores - 1 - c) / cores;
-    let before: usize = (0..core).map(conns_of).sum();
-    let upto = before + conns_of(core);
-    let share = |n: usize| (u128::from(m) * n as u128 / connections as u128) as u64;
-    share(upto) - share(before)
+/// The connections of this segment that core `core` of `cores` runs.
+fn core_ids(cfg: &LoadConfig, cores: usize, core: usize) -> Vec<usize> {
+    cfg.own_ids().skip(core).step_by(cores).collect()
 }
 
-async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<IntervalBoard>) -> LoadResult {
+async fn core_main(
+    core: runtime::CoreInfo,
+    cfg: Arc<LoadConfig>,
+    board: Arc<IntervalBoard>,
+    traffic_at: Option<Instant>,
+) -> LoadResult {
     let cpu0 = crate::sys::thread_cpu_seconds();
     let created = Instant::now();
-    let ids: Vec<usize> = (core.index..cfg.connections).step_by(core.count).collect();
-    let budget = cfg.messages.map(|m| budget_share(m, cfg.connections, core.count, core.index));
+    let ids = core_ids(&cfg, core.count, core.index);
+    let budget = cfg.messages.map(|m| ids.iter().map(|&id| cfg.budget_of(m, id)).sum());
     let run = Rc::new(CoreRun {
         cfg: cfg.clone(),
         result: RefCell::new(LoadResult::new()),
@@ -578,7 +696,14 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
             }
         }
     }
-    let start = Instant::now();
+    // With --start-at, traffic starts then (the segments on other machines start with it).
+    if let Some(at) = traffic_at {
+        let _ = runtime::select(runtime::sleep_until(at), runtime::shutdown_requested()).await;
+    }
+    // The loop turn's clock, which every request's time is read from: a request of this turn is
+    // not before the start (a fresh `Instant::now()` here left each connection's first request
+    // out of the measured window).
+    let start = runtime::now();
     // With only --messages, the duration is an upper bound of one hour.
     let window =
         if cfg.messages.is_some() && cfg.duration.is_zero() { Duration::from_secs(3600) } else { cfg.duration };
@@ -609,6 +734,9 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
     let end = Instant::now().min(run.deadline.get());
     r.elapsed = end.saturating_duration_since(run.measure_start.get());
     r.connect_phase = run.start.get() - created;
+    r.start_late = traffic_at.map(|at| start.saturating_duration_since(at));
+    r.measure_start = Some(run.measure_start.get());
+    r.interrupted = runtime::is_shutting_down() || run.failed.get();
     r.core_cpu = vec![crate::sys::thread_cpu_seconds() - cpu0];
     r.core_wall = vec![created.elapsed().as_secs_f64()];
     r
@@ -618,11 +746,54 @@ async fn core_main(core: runtime::CoreInfo, cfg: Arc<LoadConfig>, board: Arc<Int
 mod tests {
     use super::*;
 
+    fn config(connections: usize, segment: Segment) -> LoadConfig {
+        let mut cfg = LoadConfig::new(Mode::Echo, "127.0.0.1:1".parse().unwrap());
+        cfg.connections = connections;
+        cfg.segment = segment;
+        cfg
+    }
+
     #[test]
-    fn message_budgets_add_up_exactly() {
-        for (m, n, cores) in [(1000u64, 64usize, 2usize), (7, 3, 2), (10, 1, 1), (1_000_003, 1000, 3)] {
-            let total: u64 = (0..cores).map(|c| budget_share(m, n, cores, c)).sum();
-            assert_eq!(total, m, "m={m} n={n} cores={cores}");
+    fn message_budgets_add_up_exactly_over_cores_and_segments() {
+        for (m, n, cores, segments) in
+            [(1000u64, 64usize, 2usize, 1usize), (7, 3, 2, 2), (10, 1, 1, 1), (1_000_003, 1000, 3, 4), (5, 3, 1, 4)]
+        {
+            let mut total = 0;
+            let mut ids = Vec::new();
+            for index in 0..segments {
+                let cfg = config(n, Segment { index, count: segments });
+                for core in 0..cores {
+                    let mine = core_ids(&cfg, cores, core);
+                    total += mine.iter().map(|&id| cfg.budget_of(m, id)).sum::<u64>();
+                    ids.extend(mine);
+                }
+            }
+            assert_eq!(total, m, "m={m} n={n} cores={cores} segments={segments}");
+            ids.sort_unstable();
+            assert_eq!(ids, (0..n).collect::<Vec<_>>(), "every connection runs exactly once");
         }
+    }
+
+    #[test]
+    fn segments_share_the_rate_and_keep_each_connections_schedule() {
+        let mut whole = config(10, Segment::WHOLE);
+        whole.rate = Some(Rate::Total(1000.0));
+        let parts: Vec<LoadConfig> =
+            (0..4).map(|index| LoadConfig { segment: Segment { index, count: 4 }, ..whole.clone() }).collect();
+        let sum: f64 = parts.iter().map(|p| p.own_rate().unwrap()).sum();
+        assert!((sum - 1000.0).abs() < 1e-6, "{sum}");
+        assert_eq!(parts.iter().map(LoadConfig::own_connections).collect::<Vec<_>>(), [3, 3, 2, 2]);
+        // Connection 5 (segment 2/4) is due at the same instants as in the whole test.
+        let t0 = Instant::now();
+        let (a, b) = (schedule::Schedule::per_connection(&whole, 5), schedule::Schedule::per_connection(&parts[1], 5));
+        assert_eq!(a.peek(t0), b.peek(t0));
+    }
+
+    #[test]
+    fn a_late_start_keeps_the_second_boundaries() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(clock_origin(Some(t), t - Duration::from_secs(5)), t);
+        assert_eq!(clock_origin(Some(t), t + Duration::from_millis(2_700)), t + Duration::from_secs(2));
+        assert_eq!(clock_origin(None, t), t);
     }
 }

@@ -33,6 +33,7 @@ impl CoreRun {
             let waited = ns(now.saturating_duration_since(intended));
             let _ = r.latency.record(waited);
             r.censored_min = Some(r.censored_min.map_or(waited, |m| m.min(waited)));
+            r.censored += 1;
             let _ = self.interval.borrow_mut().latency.record(waited);
         }
     }

@@ -26,10 +26,19 @@ pub fn progress_line(at: std::time::Duration, length: std::time::Duration, iv: &
 /// and schedule lag.
 pub fn limits(cfg: &LoadConfig, r: &LoadResult) -> Vec<String> {
     let mut out = Vec::new();
-    if r.connected < cfg.connections as u64 && cfg.mode != Mode::Connect {
+    if r.connected < cfg.own_connections() as u64 && cfg.mode != Mode::Connect {
         out.push(format!(
             "only {} of {} connections came up ({} connect errors)",
-            r.connected, cfg.connections, r.errors.connect
+            r.connected,
+            cfg.own_connections(),
+            r.errors.connect
+        ));
+    }
+    if let Some(late) = r.start_late.filter(|l| *l > std::time::Duration::from_millis(100)) {
+        out.push(format!(
+            "traffic started {:.2} s after --start-at (the connections took that long, or the process started late): \
+             this segment is that much behind the others",
+            late.as_secs_f64()
         ));
     }
     if r.held > 0 {
@@ -47,7 +56,7 @@ pub fn limits(cfg: &LoadConfig, r: &LoadResult) -> Vec<String> {
     }
     let busiest = r.core_cpu.iter().zip(&r.core_wall).map(|(c, w)| c / w.max(1e-9)).fold(0.0, f64::max);
     let lag_p99 = r.schedule_lag.value_at_quantile(0.99);
-    if let Some(want) = cfg.total_rate() {
+    if let Some(want) = cfg.own_rate() {
         let got = match cfg.mode {
             Mode::Stream => r.send_rate(),
             Mode::Connect => r.measured as f64 / r.elapsed.as_secs_f64().max(1e-9),
@@ -100,15 +109,20 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     };
     let size =
         if cfg.size.0 == cfg.size.1 { format!("{} B", cfg.size.0) } else { format!("{}-{} B", cfg.size.0, cfg.size.1) };
-    let loop_kind = match cfg.total_rate() {
+    let loop_kind = match cfg.own_rate() {
         Some(rate) => format!("open loop at {rate:.0}/s (max {} in flight per connection)", cfg.max_inflight),
         None => format!("closed loop, pipeline {}", cfg.pipeline),
     };
     let mut out = format!(
-        "ringnode load: {} mode against {}, {} connections, {size}, {loop_kind}, {secs:.2} s measured{}, {} core(s)\n",
+        "ringnode load: {} mode against {}, {} connections{}, {size}, {loop_kind}, {secs:.2} s measured{}, {} core(s)\n",
         format!("{:?}", cfg.mode).to_lowercase(),
         cfg.target,
-        cfg.connections,
+        cfg.own_connections(),
+        if cfg.segment.count > 1 {
+            format!(" (segment {} of a {}-connection test)", cfg.segment, cfg.connections)
+        } else {
+            String::new()
+        },
         if cfg.warmup.is_zero() { String::new() } else { format!(" after {:.1} s warm-up", cfg.warmup.as_secs_f64()) },
         r.core_cpu.len()
     );
@@ -129,8 +143,8 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     } else {
         out += &format!(
             "  connections  {} up ({})\n",
-            r.connected.min(cfg.connections as u64),
-            share(r.connected.min(cfg.connections as u64) as f64, cfg.connections as f64)
+            r.connected.min(cfg.own_connections() as u64),
+            share(r.connected.min(cfg.own_connections() as u64) as f64, cfg.own_connections() as f64)
         );
         if r.reconnects > 0 {
             out += &format!(
@@ -153,7 +167,7 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
                 r.received,
                 r.measured,
                 r.rate(),
-                cfg.total_rate().map_or(String::new(), |want| format!(", {}", share(r.rate(), want)))
+                cfg.own_rate().map_or(String::new(), |want| format!(", {}", share(r.rate(), want)))
             );
             if r.unsent > 0 || r.cut > 0 {
                 out +=
@@ -171,7 +185,7 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
                 out += "               (≥: includes requests timed out, unanswered at the end, or never sent, \
                         at the time they waited)\n";
             }
-            if cfg.total_rate().is_some() {
+            if cfg.own_rate().is_some() {
                 out += &format!(
                     "  uncorrected  {}  (from the actual send, hiding the wait)\n",
                     pct(&r.uncorrected, false)
@@ -191,7 +205,7 @@ pub fn load_text(cfg: &LoadConfig, r: &LoadResult) -> String {
     let cpu: Vec<String> =
         r.core_cpu.iter().zip(&r.core_wall).map(|(c, w)| format!("{:.0}%", 100.0 * c / w.max(1e-9))).collect();
     out += &format!("  client cpu   {:.2} s ({} per core)", r.core_cpu.iter().sum::<f64>(), cpu.join(" "));
-    if cfg.total_rate().is_some() {
+    if cfg.own_rate().is_some() {
         out += &format!(
             "; schedule lag p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
             us(r.schedule_lag.value_at_quantile(0.5)),
@@ -212,12 +226,14 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
     json!({
         "mode": format!("{:?}", cfg.mode).to_lowercase(),
         "target": cfg.target.to_string(),
-        "connections_requested": cfg.connections,
+        "segment": cfg.segment.to_string(),
+        "connections_requested": cfg.own_connections(),
+        "connections_whole_test": cfg.connections,
         "connections_up": r.connected,
         "size": cfg.size.1,
         "size_min": cfg.size.0,
         "pipeline": cfg.pipeline,
-        "rate_requested": cfg.total_rate(),
+        "rate_requested": cfg.own_rate(),
         "rate_achieved": r.rate(),
         "elapsed_s": secs,
         "warmup_s": cfg.warmup.as_secs_f64(),
@@ -234,14 +250,15 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "cut": r.cut,
         "reconnects": r.reconnects,
         "reconnect_s": r.reconnect_time.as_secs_f64(),
-        "rate_share": cfg.total_rate().map(|want| r.rate() / want.max(1e-9)),
-        "connections_share": r.connected.min(cfg.connections as u64) as f64 / cfg.connections.max(1) as f64,
+        "rate_share": cfg.own_rate().map(|want| r.rate() / want.max(1e-9)),
+        "connections_share": r.connected.min(cfg.own_connections() as u64) as f64 / cfg.own_connections().max(1) as f64,
         "latency_uncorrected": percentiles_json(&r.uncorrected),
         "connect_latency": percentiles_json(&r.connect_latency),
         "schedule_lag": percentiles_json(&r.schedule_lag),
         "status": r.status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "first_failure_s": r.first_failure.map(|d| d.as_secs_f64()),
         "connect_phase_s": r.connect_phase.as_secs_f64(),
+        "start_late_s": r.start_late.map(|d| d.as_secs_f64()),
         "errors": {
             "connect": r.errors.connect,
             "refused": r.errors.refused,
@@ -289,4 +306,59 @@ pub fn verdict(cfg: &LoadConfig, result: &LoadResult) -> Option<String> {
     } else {
         "no reply came back".to_string()
     })
+}
+
+/// What a run writes of itself at the end of its interval log, for `ringnode report` to merge
+/// segments by: which segment, its measured window on the log's clock, its counts.
+pub fn run_record(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
+    json!({
+        "tool": "ringnode load",
+        "mode": format!("{:?}", cfg.mode).to_lowercase(),
+        "target": cfg.target.to_string(),
+        "segment": cfg.segment.to_string(),
+        "connections": cfg.own_connections(),
+        "connections_whole_test": cfg.connections,
+        "rate_requested": cfg.own_rate(),
+        "window_start_s": r.window_start.as_secs_f64(),
+        "window_s": r.elapsed.as_secs_f64(),
+        "start_late_s": r.start_late.map(|d| d.as_secs_f64()),
+        "messages_sent": r.sent,
+        "messages_received": r.received,
+        "messages_measured": r.measured,
+        "samples": r.latency.len(),
+        "unsent": r.unsent,
+        "errors": r.errors.total(),
+    })
+}
+
+/// Thresholds checked, as one line of the table: `slo  p99<10ms: 2.31 ms met; …`.
+pub fn slo_line(verdicts: &[super::slo::Verdict]) -> String {
+    let parts: Vec<String> = verdicts
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {} {}{}",
+                v.limit,
+                v.measured,
+                if v.met { "met" } else { "CROSSED" },
+                v.why.as_deref().map_or(String::new(), |w| format!(" ({w})"))
+            )
+        })
+        .collect();
+    format!("  slo          {}", parts.join("; "))
+}
+
+/// Thresholds checked, as JSON.
+pub fn slo_json(verdicts: &[super::slo::Verdict]) -> serde_json::Value {
+    verdicts
+        .iter()
+        .map(|v| json!({"limit": v.limit, "measured": v.measured, "value": v.value, "met": v.met, "why": v.why}))
+        .collect()
+}
+
+/// The thresholds crossed, for the one-line error (`None`: all met).
+pub fn slo_crossed(verdicts: &[super::slo::Verdict]) -> Option<String> {
+    let crossed: Vec<String> =
+        verdicts.iter().filter(|v| !v.met).map(|v| format!("{} (measured {})", v.limit, v.measured)).collect();
+    (!crossed.is_empty()).then(|| crossed.join(", "))
 }

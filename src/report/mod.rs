@@ -6,7 +6,9 @@
 mod hdr;
 mod svg;
 
-pub use hdr::{read_interval_log, with_interval_log, IntervalLog, LogSummary};
+pub use hdr::{
+    append_run_record, merge_intervals, read_interval_log, with_interval_log, IntervalLog, LogSummary, MergedInterval,
+};
 pub use hdrhistogram::Histogram as HdrHistogram;
 pub use svg::{line_svg, percentile_svg};
 

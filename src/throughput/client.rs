@@ -696,9 +696,13 @@ async fn latency_probe(cfg: ClientConfig, cookie: Cookie, opts: LatencyOptions, 
     let _ = t.close().await;
     let length = runtime::now().duration_since(t0);
     if let Some(path) = &opts.hdr_log {
-        let (_, err) =
-            crate::report::with_interval_log(Some(path), "ringnode perf --latency", |w| w(&h, Duration::ZERO, length))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+        let (_, err) = crate::report::with_interval_log(
+            Some(path),
+            "ringnode perf --latency",
+            std::time::SystemTime::now() - length,
+            |w| w(&h, Duration::ZERO, length),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(e) = err {
             return Err(format!("{}: {e}", path.display()));
         }
