@@ -889,3 +889,54 @@ fn find_max_rate_bisects_to_a_servers_capacity() {
     assert_eq!(steps[2]["meets"], false, "4,000/s is above the capacity: {v}");
     assert!(steps.iter().all(|s| s["slo"][0]["limit"] == "p99<100ms"), "{v}");
 }
+
+/// Connect mode whose every connect fails at once (a source address this host does not have):
+/// the core still turns — progress lines come every second, the errors are counted, and Ctrl-C
+/// ends the run at once instead of at the deadline.
+#[test]
+fn connect_mode_failing_at_once_does_not_starve_its_core() {
+    let _serial = serial();
+    let server = TestServer::start(Behaviour::Echo);
+    let mut child = ringnode(&[
+        "load",
+        "--mode",
+        "connect",
+        "--target",
+        &server.target(),
+        "--connections",
+        "4",
+        "--duration",
+        "60s",
+        "--source",
+        "192.0.2.1",
+        "--cores",
+        "1",
+        "--json",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: kill(2) on a child that has not been reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("connect mode did not stop within 15 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Two progress lines at least, one per second while connects failed.
+    assert!(err.matches("conns up").count() >= 2, "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "stopped {:?} after SIGINT", t0.elapsed());
+    // Nothing connected: the run failed (exit 1, one line saying so), with its counts printed.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no connection could be established"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["errors"]["connect"].as_u64().unwrap() > 100, "{v}");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 0);
+}

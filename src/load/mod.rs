@@ -343,6 +343,10 @@ pub struct LoadResult {
     pub censored_min: Option<u64>,
     /// How many such requests are in the latency distribution.
     pub censored: u64,
+    /// Sends submitted (request/response modes, warm-up included).
+    pub sends: u64,
+    /// Receive completions that brought bytes (request/response modes, warm-up included).
+    pub receives: u64,
     /// Connections the server closed cleanly that were opened again, and the time that took.
     pub reconnects: u64,
     /// Time spent reconnecting.
@@ -394,6 +398,8 @@ impl LoadResult {
             cut: 0,
             censored_min: None,
             censored: 0,
+            sends: 0,
+            receives: 0,
             reconnects: 0,
             reconnect_time: Duration::ZERO,
             status: BTreeMap::new(),
@@ -436,6 +442,8 @@ impl LoadResult {
             (a, b) => a.or(b),
         };
         self.censored += o.censored;
+        self.sends += o.sends;
+        self.receives += o.receives;
         self.reconnects += o.reconnects;
         self.reconnect_time += o.reconnect_time;
         for (k, v) in &o.status {

@@ -80,6 +80,16 @@ impl CoreRun {
         r.reconnect_time += took;
     }
 
+    /// A send was submitted to the ring (the cost of a message is in how many it takes).
+    pub fn counted_send(&self) {
+        self.result.borrow_mut().sends += 1;
+    }
+
+    /// A receive completion brought bytes.
+    pub fn counted_receive(&self) {
+        self.result.borrow_mut().receives += 1;
+    }
+
     /// Records bytes that came in.
     pub fn received_bytes(&self, n: usize) {
         let now = crate::runtime::now();

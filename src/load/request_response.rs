@@ -394,6 +394,7 @@ async fn session(run: &CoreRun, ex: &mut Exchange, stream: &TcpStream, drain_dea
         if send.is_none() && !write_shut {
             if let Some(buf) = ex.take_transmit() {
                 let len = buf.len();
+                run.counted_send();
                 send = Some((crate::ring::ops::send(fd.clone(), buf, 0), len, 0));
             }
         }
@@ -428,6 +429,7 @@ async fn session(run: &CoreRun, ex: &mut Exchange, stream: &TcpStream, drain_dea
                         ex.on_sent(run, n as usize);
                         let went = before + n as usize;
                         if went < len {
+                            run.counted_send();
                             send = Some((crate::ring::ops::send(fd, buf, went), len, went));
                         }
                     }
@@ -441,6 +443,7 @@ async fn session(run: &CoreRun, ex: &mut Exchange, stream: &TcpStream, drain_dea
             }
             Either::Left(Either::Right(Some(Ok(chunk)))) => {
                 run.received_bytes(chunk.len());
+                run.counted_receive();
                 if let Err(f) = ex.on_recv(run, &chunk, runtime::now()) {
                     count(run, f);
                     ex.stop(runtime::now());

@@ -29,11 +29,14 @@ pub(super) async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
             let req = source.next();
             let len = req.wire.len();
             let _ = tx.push(&[], &[req.wire]);
-            run.sent(intended, len);
-            if tx.flush().await.is_err() {
+            // Sent when the kernel took all of it: a failed flush counts only what went, as cut.
+            let went = Cell::new(0);
+            if tx.flush_observed(|n| went.set(went.get() + n)).await.is_err() {
+                run.cut(went.get() as u64);
                 count(run, Failure::Reset);
                 break;
             }
+            run.sent(intended, len);
         }
         done.set(true);
         wake.notify();

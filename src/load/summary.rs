@@ -249,6 +249,8 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "unsent": r.unsent,
         "cut": r.cut,
         "reconnects": r.reconnects,
+        "sends": r.sends,
+        "receive_completions": r.receives,
         "reconnect_s": r.reconnect_time.as_secs_f64(),
         "rate_share": cfg.own_rate().map(|want| r.rate() / want.max(1e-9)),
         "connections_share": r.connected.min(cfg.own_connections() as u64) as f64 / cfg.own_connections().max(1) as f64,

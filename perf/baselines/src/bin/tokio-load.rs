@@ -1,6 +1,9 @@
 //! A closed-loop echo client on tokio (current-thread runtime, one task per connection), doing what
 //! `ringnode load` does in echo mode: send a payload, read the echo back, compare it, repeat.
-//! Usage: tokio-load ADDR CONNECTIONS SIZE SECONDS
+//! With PIPELINE > 1, it writes PIPELINE payloads with one write and reads the echoes back with
+//! one `read_exact` (the shape of a hand-written pipelined client: it compares the whole batch and
+//! times nothing per message).
+//! Usage: tokio-load ADDR CONNECTIONS SIZE SECONDS [PIPELINE]
 //! Prints one JSON line: messages, seconds.
 
 use std::time::{Duration, Instant};
@@ -15,6 +18,7 @@ async fn main() {
     let conns: usize = args[2].parse().unwrap();
     let size: usize = args[3].parse().unwrap();
     let secs: f64 = args[4].parse().unwrap();
+    let pipeline: usize = args.get(5).map_or(1, |p| p.parse().unwrap());
     let mut streams = Vec::new();
     for _ in 0..conns {
         let s = TcpStream::connect(&addr).await.unwrap();
@@ -26,14 +30,15 @@ async fn main() {
     let mut tasks = Vec::new();
     for (i, mut s) in streams.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
-            let payload: Vec<u8> = (0..size).map(|j| (i * 31 + j) as u8).collect();
-            let mut back = vec![0u8; size];
+            let one: Vec<u8> = (0..size).map(|j| (i * 31 + j) as u8).collect();
+            let payload: Vec<u8> = one.repeat(pipeline);
+            let mut back = vec![0u8; size * pipeline];
             let mut n = 0u64;
             while Instant::now() < deadline {
                 s.write_all(&payload).await.unwrap();
                 s.read_exact(&mut back).await.unwrap();
                 assert!(back == payload);
-                n += 1;
+                n += pipeline as u64;
             }
             n
         }));
