@@ -356,4 +356,10 @@ fn bad_segments_start_times_and_thresholds_are_usage_errors() {
     assert_one_line_error(&with(&["--slo", "p99=1ms"]), 2, "p99=1ms");
     assert_one_line_error(&with(&["--find-max-rate"]), 2, "--slo");
     assert_one_line_error(&with(&["--find-max-rate", "--slo", "p99<1ms", "--segment", "1/2"]), 2, "--segment");
+    assert_one_line_error(&with(&["--mode", "stream", "--slo", "p99<1ms"]), 2, "stream mode");
+    assert_one_line_error(&with(&["--mode", "connect", "--slo", "errors<1%", "--find-max-rate"]), 2, "--find-max-rate");
+    // No server: the search stops at its first step with exit 1, not a halving to exit 4.
+    let out = with(&["--find-max-rate", "--slo", "p99<1s", "--cores", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("step 1"));
 }

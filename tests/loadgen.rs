@@ -806,11 +806,12 @@ fn four_segments_merge_into_the_test_one_process_would_have_run() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The server saw every request the segments sent, 64 B each; each is a sample, and so is
-    // each that fell due and never went (the last tick of a segment can fall due as it ends).
+    // each that fell due and never went (a connection's last tick can fall due as it ends: at
+    // most one per connection).
     let (sent, unsent) = (v["messages_sent"].as_u64().unwrap(), v["unsent"].as_u64().unwrap());
     assert_eq!(sent * 64, bytes_in, "{v}");
     assert_eq!(v["samples"].as_u64().unwrap(), sent + unsent, "{v}");
-    assert!(unsent <= 4, "{v}");
+    assert!(unsent <= 8, "{v}");
     let sum: u64 = segments.iter().map(|s| s["latency"]["samples"].as_u64().unwrap()).sum();
     assert_eq!(v["samples"].as_u64().unwrap(), sum, "the merged count is the sum of the segments'");
     // 4,000/s in all: about 8,000 in 2 s, the rate the sum of the segments'.
@@ -825,6 +826,16 @@ fn four_segments_merge_into_the_test_one_process_would_have_run() {
     let per_second: u64 = merged.iter().map(|m| m["samples"].as_u64().unwrap()).sum();
     assert_eq!(per_second, sum);
     assert!(merged.iter().filter(|m| m["samples"].as_u64().unwrap() > 1000).all(|m| m["files"] == 4), "{v}");
+    // A file given twice is refused, not counted twice; a damaged log is an error, not a panic.
+    let (a, b) = (logs[0].to_str().unwrap(), logs[1].to_str().unwrap());
+    let out = run_bounded(ringnode(&["report", a, b, a]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in two files"), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&logs[0]).unwrap();
+    let bad = dir.join("bad.hlog");
+    std::fs::write(&bad, text.replace("#[BaseTime: ", "#[BaseTime: 99999999999999999")).unwrap();
+    let out = run_bounded(ringnode(&["report", bad.to_str().unwrap()]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

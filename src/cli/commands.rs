@@ -340,6 +340,18 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
         }
     }
     cfg.start_at = a.start_at;
+    if let Some(slo) = &a.slo {
+        let latency =
+            slo.0.iter().any(|l| !matches!(l.metric, load::slo::Metric::ErrorShare | load::slo::Metric::ErrorCount));
+        if latency && cfg.mode == load::Mode::Stream {
+            return Err(Failure::usage("--slo: stream mode measures no latency; only errors thresholds apply to it"));
+        }
+    }
+    if a.find_max_rate && matches!(cfg.mode, load::Mode::Stream | load::Mode::Connect) {
+        return Err(Failure::usage(
+            "--find-max-rate: for modes with replies (echo, framed, http); stream and connect modes have no reply rate to judge",
+        ));
+    }
     Ok(cfg)
 }
 
@@ -432,6 +444,15 @@ fn find_max_rate(cfg: LoadConfig, limits: &[load::slo::Limit], json: bool) -> Re
         let verdicts = load::slo::check(limits, &r);
         let reached = r.rate() >= rate * 0.95;
         let failed_run = load::summary::verdict(&c, &r);
+        if r.connected == 0 && !r.interrupted {
+            // Not a rate the server cannot take: no server. Halving would not find one.
+            return Err(Failure::runtime(format!(
+                "load against {} failed at step {}: {}",
+                cfg.target,
+                steps.len() + 1,
+                failed_run.unwrap_or_else(|| "no connection could be established".into())
+            )));
+        }
         let met = reached && failed_run.is_none() && verdicts.iter().all(|v| v.met);
         if r.interrupted {
             interrupted = true;
@@ -523,7 +544,14 @@ fn report_cmd(files: &[std::path::PathBuf], svg: Option<&std::path::Path>, json:
         total.add(&l.total).map_err(|e| Failure::runtime(format!("cannot merge: {e:?}")))?;
     }
     let merged = report::merge_intervals(&logs).map_err(Failure::runtime)?;
-    let runs = RunRecords::of(&logs);
+    let (runs, without_record) = RunRecords::of(&logs).map_err(Failure::runtime)?;
+    if !without_record.is_empty() && logs.len() > 1 {
+        tracing::warn!(
+            "no run record in {} (written by an older ringnode, or the run did not finish): the counts, the rate and \
+             the missing segments are not reported, only the latency",
+            without_record.join(", ")
+        );
+    }
     let summary = report::LogSummary::of(&total);
     let pct_json = |h: &report::HdrHistogram<u64>| -> serde_json::Map<String, serde_json::Value> {
         report::PERCENTILES
@@ -663,7 +691,13 @@ struct RunRecords {
 }
 
 impl RunRecords {
-    fn of(logs: &[report::IntervalLog]) -> Option<RunRecords> {
+    /// The records added up: `Ok(None)` if some log has none (the files named, for a warning);
+    /// an error if two logs are the same segment or the logs are not segments of one test.
+    fn of(logs: &[report::IntervalLog]) -> Result<(Option<RunRecords>, Vec<String>), String> {
+        let without: Vec<String> = logs.iter().filter(|l| l.record.is_none()).map(|l| l.name.clone()).collect();
+        if !without.is_empty() {
+            return Ok((None, without));
+        }
         let mut r = RunRecords {
             segments: Vec::new(),
             missing: Vec::new(),
@@ -676,15 +710,17 @@ impl RunRecords {
             rate_sum: 0.0,
         };
         let (mut first, mut last) = (None::<std::time::SystemTime>, None::<std::time::SystemTime>);
-        let mut count = None;
+        let mut test: Option<(String, u64, String)> = None;
         for l in logs {
-            let rec = l.record.as_ref()?;
-            let num = |k: &str| rec.get(k).and_then(serde_json::Value::as_f64);
-            let int = |k: &str| rec.get(k).and_then(serde_json::Value::as_u64);
+            let rec = l.record.as_ref().expect("checked above");
+            let bad = |what: &str| format!("{}: the run's record has {what}", l.name);
+            let num = |k: &str| rec.get(k).and_then(serde_json::Value::as_f64).ok_or_else(|| bad(&format!("no {k}")));
+            let int = |k: &str| rec.get(k).and_then(serde_json::Value::as_u64).ok_or_else(|| bad(&format!("no {k}")));
+            let secs = |k: &str| Duration::try_from_secs_f64(num(k)?).map_err(|_| bad(&format!("{k} out of range")));
             let zero = l.base.unwrap_or(std::time::UNIX_EPOCH);
-            let (ws, w) = (num("window_start_s")?, num("window_s")?);
-            let open = zero + Duration::from_secs_f64(ws.max(0.0));
-            let close = open + Duration::from_secs_f64(w.max(0.0));
+            let (ws, w) = (secs("window_start_s")?, secs("window_s")?);
+            let open = zero.checked_add(ws).ok_or_else(|| bad("window_start_s out of range"))?;
+            let close = open.checked_add(w).ok_or_else(|| bad("window_s out of range"))?;
             first = Some(first.map_or(open, |f| f.min(open)));
             last = Some(last.map_or(close, |f| f.max(close)));
             r.sent += int("messages_sent")?;
@@ -692,19 +728,44 @@ impl RunRecords {
             r.measured += int("messages_measured")?;
             r.errors += int("errors")?;
             r.unsent += int("unsent")?;
-            r.rate_sum += int("messages_measured")? as f64 / w.max(1e-9);
+            r.rate_sum += int("messages_measured")? as f64 / w.as_secs_f64().max(1e-9);
             let seg = rec.get("segment").and_then(serde_json::Value::as_str).unwrap_or("1/1").to_string();
-            if let Some((_, n)) = seg.split_once('/') {
-                count = count.or(n.parse::<usize>().ok());
+            let count = seg.split_once('/').map_or("1", |(_, n)| n).to_string();
+            let whole = rec.get("connections_whole_test").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let target = rec.get("target").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+            let this = (count, whole, target);
+            match &test {
+                None => test = Some(this),
+                Some(t) if *t != this => {
+                    return Err(format!(
+                        "{}: not a segment of the same test as the files before it (segments of {}, {} connections, \
+                         target {} there; {}, {}, {} here)",
+                        l.name, t.0, t.1, t.2, this.0, this.1, this.2
+                    ))
+                }
+                Some(_) => {}
+            }
+            if r.segments.contains(&seg) && seg != "1/1" {
+                return Err(format!(
+                    "{}: segment {seg} is in two files (a file given twice, or an earlier run's)",
+                    l.name
+                ));
             }
             r.segments.push(seg);
         }
         r.segments.sort_by_key(|s| s.split_once('/').and_then(|(i, _)| i.parse::<usize>().ok()));
-        if let Some(n) = count {
-            r.missing = (1..=n).map(|i| format!("{i}/{n}")).filter(|s| !r.segments.contains(s)).collect();
+        if let Some((n, _, _)) = &test {
+            if let Ok(n) = n.parse::<usize>() {
+                if n > 1 {
+                    r.missing = (1..=n).map(|i| format!("{i}/{n}")).filter(|s| !r.segments.contains(s)).collect();
+                }
+            }
         }
-        r.window = last?.duration_since(first?).unwrap_or_default();
-        Some(r)
+        r.window = match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        Ok((Some(r), Vec::new()))
     }
 
     fn rate(&self) -> f64 {

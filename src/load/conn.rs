@@ -40,10 +40,11 @@ impl Notify {
     }
 }
 
-/// The source address connection `id` (or attempt `id`) uses, if `--source` gave any.
+/// The source address connection `id` (or attempt `id`) uses, if `--source` gave any: by its
+/// place among this segment's connections, so that every segment uses all the addresses.
 pub(super) fn source_of(run: &CoreRun, id: usize) -> Option<IpAddr> {
     let sources = &run.cfg.sources;
-    (!sources.is_empty()).then(|| sources[id % sources.len()])
+    (!sources.is_empty()).then(|| sources[(id / run.cfg.segment.count) % sources.len()])
 }
 
 /// One connection attempt from `source`, bounded by `CONNECT_TIMEOUT`; a failure is counted.

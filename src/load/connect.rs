@@ -27,7 +27,7 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
             break;
         }
         let t0 = Instant::now();
-        let Some(stream) = attempt(&run, source_of(&run, id + i - 1)).await else {
+        let Some(stream) = attempt(&run, source_of(&run, id + (i - 1) * cfg.segment.count)).await else {
             // A connect that fails at once (no descriptor left, a source address that cannot be
             // bound) went through no wait: back off a millisecond, so that a closed loop does not
             // hold its core (its other connections, the intervals, a signal).

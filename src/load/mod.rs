@@ -710,8 +710,19 @@ async fn core_main(
     }
     // The loop turn's clock, which every request's time is read from: a request of this turn is
     // not before the start (a fresh `Instant::now()` here left each connection's first request
-    // out of the measured window).
-    let start = runtime::now();
+    // out of the measured window). With --start-at, the schedule counts from that instant itself
+    // (not from when this core woke), so that the segments' ticks keep their offsets; a core that
+    // is late starts at the next whole period after it.
+    let now = runtime::now();
+    let start = match (traffic_at, cfg.total_rate()) {
+        (Some(at), Some(total)) if now > at => {
+            let period = cfg.connections as f64 / total;
+            let periods = ((now - at).as_secs_f64() / period).ceil();
+            at + Duration::from_secs_f64(periods * period)
+        }
+        (Some(at), Some(_)) => at,
+        _ => now,
+    };
     // With only --messages, the duration is an upper bound of one hour.
     let window =
         if cfg.messages.is_some() && cfg.duration.is_zero() { Duration::from_secs(3600) } else { cfg.duration };
@@ -742,7 +753,7 @@ async fn core_main(
     let end = Instant::now().min(run.deadline.get());
     r.elapsed = end.saturating_duration_since(run.measure_start.get());
     r.connect_phase = run.start.get() - created;
-    r.start_late = traffic_at.map(|at| start.saturating_duration_since(at));
+    r.start_late = traffic_at.map(|at| start.max(now).saturating_duration_since(at));
     r.measure_start = Some(run.measure_start.get());
     r.interrupted = runtime::is_shutting_down() || run.failed.get();
     r.core_cpu = vec![crate::sys::thread_cpu_seconds() - cpu0];

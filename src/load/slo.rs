@@ -111,10 +111,14 @@ fn latency_ns(v: &str) -> Option<f64> {
     (n.is_finite() && n >= 0.0).then_some(n * scale)
 }
 
-/// Errors of a run as [`Metric::ErrorShare`] counts them: (errors, requests sent or due).
+/// Errors of a run as [`Metric::ErrorShare`] counts them: (errors, what they are a share of).
+/// Requests sent or due, or in connect mode (nothing sent, maybe) connections attempted. Both
+/// counts cover the whole run, warm-up included (errors are not split by window).
 pub fn errors_of(r: &LoadResult) -> (u64, u64) {
     let bad_status: u64 = r.status.iter().filter(|(c, _)| !(200..400).contains(*c)).map(|(_, n)| n).sum();
-    (r.errors.total() + r.unsent + bad_status, r.sent + r.unsent)
+    let bad = r.errors.total() + r.unsent + bad_status;
+    let tried = (r.sent + r.unsent).max(r.connected + r.errors.connect);
+    (bad, tried)
 }
 
 /// Checks every limit against a run.
@@ -244,7 +248,8 @@ impl RateSearch {
             return None;
         }
         if let (Some(p), Some(f)) = (self.passed, self.failed) {
-            if f <= p * (1.0 + self.precision) {
+            // Within the precision, or no whole rate left between them.
+            if f <= p * (1.0 + self.precision) || self.next <= p || self.next >= f {
                 return None;
             }
         }
@@ -348,6 +353,15 @@ mod tests {
             s.record(rate, false);
         }
         assert_eq!((s.passed, s.failed), (None, Some(MIN_RATE)));
+        // At low rates it stops when no whole rate is left between pass and fail.
+        let mut s = RateSearch::new(10.0, 0.05, 30);
+        let mut tried = Vec::new();
+        while let Some(rate) = s.next_rate() {
+            tried.push(rate);
+            s.record(rate, rate <= 15.0);
+        }
+        assert_eq!((s.passed, s.failed), (Some(15.0), Some(16.0)), "{tried:?}");
+        assert!(tried.len() <= 6, "{tried:?}");
         // The step budget bounds it.
         let mut s = RateSearch::new(100.0, 0.0, 4);
         while let Some(rate) = s.next_rate() {

@@ -18,7 +18,7 @@ pub(super) async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
     let wake = Notify::default();
     let sender = async {
         let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
-        let mut schedule = Schedule::per_slot(cfg, None);
+        let mut schedule = Schedule::per_slot(cfg, Some(id));
         loop {
             let Some(intended) = schedule.next(run.start.get(), run.deadline.get()).await else {
                 break;

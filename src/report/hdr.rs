@@ -56,8 +56,12 @@ pub fn read_interval_log(path: &Path) -> io::Result<IntervalLog> {
     for entry in IntervalLogIterator::new(&bytes) {
         let entry = entry.map_err(|e| bad(format!("not an HdrHistogram interval log ({e:?})")))?;
         match entry {
-            LogEntry::StartTime(t) => start = Some(SystemTime::UNIX_EPOCH + t),
-            LogEntry::BaseTime(t) => base = Some(SystemTime::UNIX_EPOCH + t),
+            LogEntry::StartTime(t) => {
+                start = Some(SystemTime::UNIX_EPOCH.checked_add(t).ok_or_else(|| bad("StartTime out of range".into()))?)
+            }
+            LogEntry::BaseTime(t) => {
+                base = Some(SystemTime::UNIX_EPOCH.checked_add(t).ok_or_else(|| bad("BaseTime out of range".into()))?)
+            }
             LogEntry::Interval(iv) => {
                 let h = decode(&mut de, &iv).map_err(|e| bad(format!("interval {}: {e}", each.len())))?;
                 total.add(&h).map_err(|e| bad(format!("interval {}: {e:?}", each.len())))?;
@@ -166,7 +170,8 @@ pub fn merge_intervals(logs: &[IntervalLog]) -> Result<Vec<MergedInterval>, Stri
     for l in logs {
         let shift = zero(l).duration_since(origin).unwrap_or_default();
         for (start, length, h) in &l.each {
-            let at = shift + *start;
+            let at =
+                shift.checked_add(*start).ok_or_else(|| format!("{}: an interval's time is out of range", l.name))?;
             let second = (at.as_secs_f64() + 0.5) as u64;
             let m = merged.entry(second).or_insert_with(|| MergedInterval {
                 at: Duration::from_secs(second),
