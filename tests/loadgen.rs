@@ -833,9 +833,21 @@ fn four_segments_merge_into_the_test_one_process_would_have_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in two files"), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&logs[0]).unwrap();
     let bad = dir.join("bad.hlog");
-    std::fs::write(&bad, text.replace("#[BaseTime: ", "#[BaseTime: 99999999999999999")).unwrap();
+    let damaged: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("#[BaseTime: ") {
+                "#[BaseTime: 9999999999999999999.000 (seconds since epoch)]"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&bad, damaged + "\n").unwrap();
     let out = run_bounded(ringnode(&["report", bad.to_str().unwrap()]), Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
