@@ -47,7 +47,7 @@ async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
     let mut source = RequestSource::new(&run.cfg, id);
     let mut parser = RequestSource::parser(&run.cfg);
     let req = source.next();
-    parser.sent(&req.expect);
+    parser.sent(req.expect.clone());
     let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
     let _ = tx.push(&[], std::slice::from_ref(&req.wire));
     run.exchange_sent(req.wire.len());

@@ -43,7 +43,7 @@ pub enum ReplyError {
 /// Recognises replies in a byte stream.
 pub trait ReplyParser {
     /// Tells the parser that one more request went out (echo parsers learn what to expect).
-    fn sent(&mut self, request: &Bytes);
+    fn sent(&mut self, request: Bytes);
     /// Feeds received bytes; pushes one event per complete reply.
     fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError>;
 }
@@ -56,8 +56,8 @@ pub struct EchoReplies {
 }
 
 impl ReplyParser for EchoReplies {
-    fn sent(&mut self, request: &Bytes) {
-        self.expected.push_back(request.clone());
+    fn sent(&mut self, request: Bytes) {
+        self.expected.push_back(request);
     }
 
     fn feed(&mut self, mut data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
@@ -94,7 +94,7 @@ impl FixedReplies {
 }
 
 impl ReplyParser for FixedReplies {
-    fn sent(&mut self, _: &Bytes) {}
+    fn sent(&mut self, _: Bytes) {}
 
     fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
         self.got += data.len();
@@ -120,7 +120,7 @@ impl DelimitedReplies {
 }
 
 impl ReplyParser for DelimitedReplies {
-    fn sent(&mut self, _: &Bytes) {}
+    fn sent(&mut self, _: Bytes) {}
 
     fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
         for &b in data {
@@ -171,8 +171,8 @@ impl FramedReplies {
 
 impl ReplyParser for FramedReplies {
     /// `request` is the payload of the DATA frame sent.
-    fn sent(&mut self, request: &Bytes) {
-        self.expected.push_back(request.clone());
+    fn sent(&mut self, request: Bytes) {
+        self.expected.push_back(request);
     }
 
     fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
@@ -256,7 +256,7 @@ impl HttpReplies {
 }
 
 impl ReplyParser for HttpReplies {
-    fn sent(&mut self, _: &Bytes) {}
+    fn sent(&mut self, _: Bytes) {}
 
     fn feed(&mut self, data: &[u8], out: &mut Vec<Reply>) -> Result<(), ReplyError> {
         self.buf.extend_from_slice(data);
@@ -381,11 +381,11 @@ mod tests {
     #[test]
     fn echo_replies_are_checked_across_reads() {
         let mut p = EchoReplies::default();
-        p.sent(&Bytes::from_static(b"hello"));
-        p.sent(&Bytes::from_static(b"world"));
+        p.sent(Bytes::from_static(b"hello"));
+        p.sent(Bytes::from_static(b"world"));
         assert_eq!(feed_all(&mut p, &[b"hel", b"lowor", b"ld"]).unwrap().len(), 2);
         let mut p = EchoReplies::default();
-        p.sent(&Bytes::from_static(b"hello"));
+        p.sent(Bytes::from_static(b"hello"));
         assert_eq!(feed_all(&mut p, &[b"help!"]), Err(ReplyError::Mismatch));
     }
 

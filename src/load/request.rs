@@ -59,12 +59,24 @@ impl RequestSource {
         } else {
             self.max
         };
-        // A different start in the pattern for each message, so shifted replies fail too.
-        let start = (xorshift(&mut self.rng) as usize) % (self.pattern.len() - size + 1);
+        // A different start in the pattern for each message, so shifted replies fail too (with one
+        // size there is one start: the pattern is as long as the payload).
+        let room = self.pattern.len() - size;
+        let start = if room == 0 { 0 } else { (xorshift(&mut self.rng) as usize) % (room + 1) };
         let payload = self.pattern.slice(start..start + size);
         match self.mode {
             Mode::Framed => Request { wire: framed(Kind::Data, &payload), expect: payload },
             _ => Request { wire: payload.clone(), expect: payload },
+        }
+    }
+
+    /// What the reply parser is told of a request whose bytes on the wire are `wire` (the
+    /// request again, when it is queued on a new connection).
+    pub fn expect_of(&self, wire: &Bytes) -> Bytes {
+        match self.mode {
+            Mode::Http => Bytes::new(),
+            Mode::Framed => wire.slice(crate::frame::HEADER_LEN.min(wire.len())..),
+            _ => wire.clone(),
         }
     }
 

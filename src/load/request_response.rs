@@ -39,8 +39,9 @@ struct Pending {
     queued: Instant,
     /// Where it ends in the connection's byte stream (for "sent means the kernel took it").
     end: u64,
+    /// Its bytes on the wire (what its reply is checked against is derived from them again when
+    /// it is queued on a new connection: [`RequestSource::expect_of`]).
     wire: Bytes,
-    expect: Bytes,
     /// Counted as sent.
     counted: bool,
     /// Its reply was overdue and it was counted as a timeout (its reply, if it comes, is consumed
@@ -129,7 +130,7 @@ impl Exchange {
         // Those counted before stay counted (and are still a prefix: they were sent in order).
         self.counted = again.iter().take_while(|p| p.counted).count();
         for mut p in again {
-            self.parser.sent(&p.expect);
+            self.parser.sent(self.source.expect_of(&p.wire));
             self.queued_bytes += p.wire.len() as u64;
             p.end = self.queued_bytes;
             self.out.push(p.wire.clone());
@@ -139,7 +140,7 @@ impl Exchange {
 
     fn queue(&mut self, intended: Instant, now: Instant) {
         let req = self.source.next();
-        self.parser.sent(&req.expect);
+        self.parser.sent(req.expect);
         self.queued_bytes += req.wire.len() as u64;
         self.out.push(req.wire.clone());
         self.pending.push_back(Pending {
@@ -147,7 +148,6 @@ impl Exchange {
             queued: now,
             end: self.queued_bytes,
             wire: req.wire,
-            expect: req.expect,
             counted: false,
             timed_out: false,
         });
