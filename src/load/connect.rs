@@ -47,10 +47,10 @@ async fn exchange_one(run: &CoreRun, id: usize, stream: &TcpStream) {
     let mut source = RequestSource::new(&run.cfg, id);
     let mut parser = RequestSource::parser(&run.cfg);
     let req = source.next();
-    parser.sent(req.expect.clone());
+    parser.sent(source.expect(req));
     let mut tx = SendQueue::new(stream.shared_fd(), usize::MAX, usize::MAX);
-    let _ = tx.push(&[], std::slice::from_ref(&req.wire));
-    run.exchange_sent(req.wire.len());
+    let _ = tx.push(&[], &[source.wire(req)]);
+    run.exchange_sent(source.wire_len(req));
     let wait = async {
         tx.flush().await.map_err(|_| Failure::Reset)?;
         let mut rx = stream.recv_stream();

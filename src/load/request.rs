@@ -8,16 +8,21 @@ use super::reply::{DelimitedReplies, EchoReplies, FixedReplies, FramedReplies, H
 use super::{HttpRequest, LoadConfig, Mode, ReplyRule};
 use crate::frame::{header, Kind};
 
-/// A request ready to send: the bytes on the wire, and what its reply parser is told it was.
-pub(super) struct Request {
-    pub wire: Bytes,
-    pub expect: Bytes,
+/// One request, as where its payload lies: a range of the connection's pattern, or the fixed
+/// payload (or HTTP request) whole. Eight bytes and no reference count: a request in flight is
+/// kept as this, and its bytes are written straight into the next send and the reply parser's
+/// copy of what to expect.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Req {
+    start: u32,
+    len: u32,
 }
 
 /// Builds one connection's requests.
 pub(super) struct RequestSource {
     mode: Mode,
-    fixed: Option<Request>,
+    /// The payload every request carries (`--payload`), or in HTTP mode the whole request.
+    fixed: Option<Bytes>,
     pattern: Bytes,
     min: usize,
     max: usize,
@@ -37,22 +42,16 @@ impl RequestSource {
         let mut rng = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let pattern: Bytes = (0..max.max(1)).map(|_| xorshift(&mut rng) as u8).collect::<Vec<u8>>().into();
         let fixed = match cfg.mode {
-            Mode::Http => {
-                let wire = http_request(&cfg.http, &cfg.target.to_string());
-                Some(Request { wire, expect: Bytes::new() })
-            }
-            _ => cfg.payload.clone().map(|p| match cfg.mode {
-                Mode::Framed => Request { wire: framed(Kind::Data, &p), expect: p },
-                _ => Request { wire: p.clone(), expect: p },
-            }),
+            Mode::Http => Some(http_request(&cfg.http, &cfg.target.to_string())),
+            _ => cfg.payload.clone(),
         };
         RequestSource { mode: cfg.mode, fixed, pattern, min, max, rng }
     }
 
     /// The next request.
-    pub fn next(&mut self) -> Request {
-        if let Some(r) = &self.fixed {
-            return Request { wire: r.wire.clone(), expect: r.expect.clone() };
+    pub fn next(&mut self) -> Req {
+        if let Some(f) = &self.fixed {
+            return Req { start: 0, len: f.len() as u32 };
         }
         let size = if self.max > self.min {
             self.min + (xorshift(&mut self.rng) as usize) % (self.max - self.min + 1)
@@ -63,20 +62,51 @@ impl RequestSource {
         // size there is one start: the pattern is as long as the payload).
         let room = self.pattern.len() - size;
         let start = if room == 0 { 0 } else { (xorshift(&mut self.rng) as usize) % (room + 1) };
-        let payload = self.pattern.slice(start..start + size);
-        match self.mode {
-            Mode::Framed => Request { wire: framed(Kind::Data, &payload), expect: payload },
-            _ => Request { wire: payload.clone(), expect: payload },
+        Req { start: start as u32, len: size as u32 }
+    }
+
+    /// The payload of `r` (in HTTP mode, the whole request).
+    fn payload(&self, r: Req) -> &[u8] {
+        match &self.fixed {
+            Some(f) => f,
+            None => &self.pattern[r.start as usize..(r.start + r.len) as usize],
         }
     }
 
-    /// What the reply parser is told of a request whose bytes on the wire are `wire` (the
-    /// request again, when it is queued on a new connection).
-    pub fn expect_of(&self, wire: &Bytes) -> Bytes {
+    /// What the reply parser is told `r` was: its payload (nothing in HTTP mode).
+    pub fn expect(&self, r: Req) -> &[u8] {
         match self.mode {
-            Mode::Http => Bytes::new(),
-            Mode::Framed => wire.slice(crate::frame::HEADER_LEN.min(wire.len())..),
-            _ => wire.clone(),
+            Mode::Http => &[],
+            _ => self.payload(r),
+        }
+    }
+
+    /// How many bytes `r` is on the wire.
+    pub fn wire_len(&self, r: Req) -> usize {
+        match self.mode {
+            Mode::Framed => crate::frame::HEADER_LEN + r.len as usize,
+            _ => r.len as usize,
+        }
+    }
+
+    /// Appends `r`'s bytes on the wire to `out` (the one copy of its payload on the way out).
+    pub fn write_wire(&self, r: Req, out: &mut BytesMut) {
+        if self.mode == Mode::Framed {
+            out.put_slice(&header(Kind::Data, 0, r.len));
+        }
+        out.put_slice(self.payload(r));
+    }
+
+    /// `r`'s bytes on the wire in a buffer of their own (one request per send).
+    pub fn wire(&self, r: Req) -> Bytes {
+        match (self.mode, &self.fixed) {
+            (Mode::Framed, _) => {
+                let mut b = BytesMut::with_capacity(self.wire_len(r));
+                self.write_wire(r, &mut b);
+                b.freeze()
+            }
+            (_, Some(f)) => f.clone(),
+            (_, None) => self.pattern.slice(r.start as usize..(r.start + r.len) as usize),
         }
     }
 
@@ -95,7 +125,7 @@ impl RequestSource {
 }
 
 /// A whole frame of `kind` around `payload`, in one buffer.
-fn framed(kind: Kind, payload: &Bytes) -> Bytes {
+fn framed(kind: Kind, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(crate::frame::HEADER_LEN + payload.len());
     b.put_slice(&header(kind, 0, payload.len() as u32));
     b.put_slice(payload);

@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::conn::{count, failure_of, stopped_then_drained, Failure};
 use super::reply::ReplyParser;
-use super::request::{framed_hello, RequestSource};
+use super::request::{framed_hello, Req, RequestSource};
 use super::schedule::Schedule;
 use super::{CoreRun, LoadConfig, Mode, Reply, DRAIN_TIMEOUT};
 use crate::net::TcpStream;
@@ -39,9 +39,10 @@ struct Pending {
     queued: Instant,
     /// Where it ends in the connection's byte stream (for "sent means the kernel took it").
     end: u64,
-    /// Its bytes on the wire (what its reply is checked against is derived from them again when
-    /// it is queued on a new connection: [`RequestSource::expect_of`]).
-    wire: Bytes,
+    /// The request (its bytes are written again when it is queued on a new connection).
+    req: Req,
+    /// How many bytes it is on the wire.
+    len: u32,
     /// Counted as sent.
     counted: bool,
     /// Its reply was overdue and it was counted as a timeout (its reply, if it comes, is consumed
@@ -60,6 +61,9 @@ pub(super) enum Ended {
     Failed,
 }
 
+/// The least a connection's send buffer grows by.
+const OUT_CHUNK: usize = 1024;
+
 /// One connection's requests and replies, sans-IO.
 pub(super) struct Exchange {
     pipeline: usize,
@@ -77,7 +81,7 @@ pub(super) struct Exchange {
     /// counted ones are a prefix): a completion looks only past them.
     counted: usize,
     /// Bytes queued for the next send.
-    out: Vec<Bytes>,
+    out: BytesMut,
     /// Bytes of the connection's stream queued so far, and taken by the kernel so far.
     queued_bytes: u64,
     acked: u64,
@@ -102,7 +106,7 @@ impl Exchange {
             parser: RequestSource::parser(cfg),
             pending: VecDeque::new(),
             counted: 0,
-            out: Vec::new(),
+            out: BytesMut::new(),
             queued_bytes: 0,
             acked: 0,
             stopped: None,
@@ -124,30 +128,37 @@ impl Exchange {
         if self.framed {
             let hello = framed_hello();
             self.queued_bytes += hello.len() as u64;
-            self.out.push(hello);
+            self.out.extend_from_slice(&hello);
         }
         let again: Vec<Pending> = self.pending.drain(..).filter(|p| !p.timed_out).collect();
         // Those counted before stay counted (and are still a prefix: they were sent in order).
         self.counted = again.iter().take_while(|p| p.counted).count();
         for mut p in again {
-            self.parser.sent(self.source.expect_of(&p.wire));
-            self.queued_bytes += p.wire.len() as u64;
+            self.parser.sent(self.source.expect(p.req));
+            self.source.write_wire(p.req, &mut self.out);
+            self.queued_bytes += u64::from(p.len);
             p.end = self.queued_bytes;
-            self.out.push(p.wire.clone());
             self.pending.push_back(p);
         }
     }
 
     fn queue(&mut self, intended: Instant, now: Instant) {
         let req = self.source.next();
-        self.parser.sent(req.expect);
-        self.queued_bytes += req.wire.len() as u64;
-        self.out.push(req.wire.clone());
+        self.parser.sent(self.source.expect(req));
+        let len = self.source.wire_len(req);
+        if self.out.capacity() - self.out.len() < len {
+            // Room for several sends at a time (a send takes what is queued, and the rest of the
+            // buffer stays for the next).
+            self.out.reserve(len.max(OUT_CHUNK));
+        }
+        self.source.write_wire(req, &mut self.out);
+        self.queued_bytes += len as u64;
         self.pending.push_back(Pending {
             intended,
             queued: now,
             end: self.queued_bytes,
-            wire: req.wire,
+            req,
+            len: len as u32,
             counted: false,
             timed_out: false,
         });
@@ -224,17 +235,7 @@ impl Exchange {
 
     /// The bytes to send next (every request queued since the last send, as one buffer).
     pub(super) fn take_transmit(&mut self) -> Option<Bytes> {
-        match self.out.len() {
-            0 => None,
-            1 => self.out.pop(),
-            _ => {
-                let mut b = BytesMut::with_capacity(self.out.iter().map(Bytes::len).sum());
-                for part in self.out.drain(..) {
-                    b.extend_from_slice(&part);
-                }
-                Some(b.freeze())
-            }
-        }
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
     /// The kernel took `n` more bytes: the requests they complete count as sent.
@@ -246,7 +247,7 @@ impl Exchange {
             }
             p.counted = true;
             self.counted += 1;
-            run.sent(p.intended, p.wire.len());
+            run.sent(p.intended, p.len as usize);
         }
     }
 
@@ -259,7 +260,7 @@ impl Exchange {
             if p.counted {
                 return true;
             }
-            let start = p.end - p.wire.len() as u64;
+            let start = p.end - u64::from(p.len);
             if start < acked && acked < p.end {
                 cut = Some(acked - start);
             }
@@ -287,7 +288,7 @@ impl Exchange {
                 self.counted -= 1;
             } else {
                 // The reply overtook the send's completion: the kernel had taken it.
-                run.sent(p.intended, p.wire.len());
+                run.sent(p.intended, p.len as usize);
             }
             if !p.timed_out {
                 run.reply(now, p.intended, p.queued, reply.status);
@@ -483,15 +484,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_one_buffer_and_single_requests_are_not_copied() {
-        let cfg = LoadConfig::new(Mode::Echo, "127.0.0.1:1".parse().unwrap());
-        let mut ex = Exchange::new(&cfg, 0);
-        let one = Bytes::from_static(b"abc");
-        ex.out = vec![one.clone()];
-        let b = ex.take_transmit().unwrap();
-        assert_eq!(b.as_ptr(), one.as_ptr(), "one request goes as it is");
-        ex.out = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")];
-        assert_eq!(&ex.take_transmit().unwrap()[..], b"abcd");
-        assert!(ex.take_transmit().is_none());
+    fn a_batch_is_one_buffer_and_requests_queued_again_are_the_same_bytes() {
+        for mode in [Mode::Echo, Mode::Framed] {
+            let mut cfg = LoadConfig::new(mode, "127.0.0.1:1".parse().unwrap());
+            cfg.size = (10, 50);
+            let mut ex = Exchange::new(&cfg, 3);
+            let now = Instant::now();
+            for _ in 0..4 {
+                ex.queue(now, now);
+            }
+            let first = ex.take_transmit().unwrap();
+            assert_eq!(first.len() as u64, ex.queued_bytes, "{mode:?}");
+            assert!(ex.take_transmit().is_none());
+            // The connection is lost with all four unanswered: the next one sends the same bytes
+            // (after its own HELLO, framed), and expects the same replies.
+            ex.connection_opened(&cfg);
+            let again = ex.take_transmit().unwrap();
+            assert_eq!(again, first, "{mode:?}");
+            if mode == Mode::Echo {
+                let mut replies = Vec::new();
+                ex.parser.feed(&again, &mut replies).unwrap();
+                assert_eq!(replies.len(), 4);
+            }
+        }
     }
 }

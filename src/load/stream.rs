@@ -27,8 +27,8 @@ pub(super) async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
                 break;
             }
             let req = source.next();
-            let len = req.wire.len();
-            let _ = tx.push(&[], &[req.wire]);
+            let len = source.wire_len(req);
+            let _ = tx.push(&[], &[source.wire(req)]);
             // Sent when the kernel took all of it: a failed flush counts only what went, as cut.
             let went = Cell::new(0);
             if tx.flush_observed(|n| went.set(went.get() + n)).await.is_err() {
