@@ -29,13 +29,22 @@ impl CoreRun {
     /// distribution with the time it waited until `now`, a lower bound (percentiles at or above
     /// the smallest such value print as "≥").
     fn censored(&self, r: &mut LoadResult, now: Instant, intended: Instant) {
-        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+        if self.in_window(intended) {
             let waited = ns(now.saturating_duration_since(intended));
-            let _ = r.latency.record(waited);
-            r.censored_min = Some(r.censored_min.map_or(waited, |m| m.min(waited)));
-            r.censored += 1;
-            let _ = self.interval.borrow_mut().latency.record(waited);
+            self.censored_n(r, waited, waited, 1);
         }
+    }
+
+    /// `n` requests without a counted answer that waited `waited` (the least of them `least`).
+    fn censored_n(&self, r: &mut LoadResult, waited: u64, least: u64, n: u64) {
+        let _ = r.latency.record_n(waited, n);
+        r.censored_min = Some(r.censored_min.map_or(least, |m| m.min(least)));
+        r.censored += n;
+        let _ = self.interval.borrow_mut().latency.record_n(waited, n);
+    }
+
+    fn in_window(&self, intended: Instant) -> bool {
+        intended >= self.measure_start.get() && intended < self.deadline.get()
     }
 
     /// A reply was overdue at `now` (`--timeout`): a timeout, recorded with its wait so far.
@@ -50,14 +59,17 @@ impl CoreRun {
         self.error(|c| c.timeout += 1);
     }
 
-    /// A request that fell due at `intended` and never went (the generator fell behind, or
-    /// `--max-inflight` held it) before the run ended at `end`.
-    pub fn unsent(&self, end: Instant, intended: Instant) {
-        let mut r = self.result.borrow_mut();
-        if intended >= self.measure_start.get() && intended < self.deadline.get() {
-            r.unsent += 1;
+    /// `n` requests that fell due from about `intended` to `latest` (in the measured window or
+    /// all outside it) and never went (the generator fell behind, or `--max-inflight` held
+    /// them) before the run ended at `end`, recorded with the wait of the one due at
+    /// `intended`: a run that ends billions of requests behind its rate records them in groups.
+    pub fn unsent_n(&self, end: Instant, intended: Instant, latest: Instant, n: u64) {
+        if self.in_window(intended) {
+            let mut r = self.result.borrow_mut();
+            r.unsent += n;
+            let waited = ns(end.saturating_duration_since(intended));
+            self.censored_n(&mut r, waited, ns(end.saturating_duration_since(latest)), n);
         }
-        self.censored(&mut r, end, intended);
     }
 
     /// A due request waited for `--max-inflight`.

@@ -53,6 +53,27 @@ impl Schedule {
         }
     }
 
+    /// How many ticks from the next one fall due before `t` (none in a closed loop).
+    pub(super) fn due_before(&self, start: Instant, t: Instant) -> u64 {
+        let Some(p) = self.period else { return 0 };
+        let Some(span) = t.checked_duration_since(start + self.offset) else { return 0 };
+        // The first tick at or after `t`, estimated, then settled against `at` itself (the
+        // float estimate may be one off either way).
+        let mut i = (span.as_secs_f64() / p.as_secs_f64().max(1e-12)).ceil() as u64;
+        while i > 0 && self.at(start, p, i - 1) >= t {
+            i -= 1;
+        }
+        while self.at(start, p, i) < t {
+            i += 1;
+        }
+        i.saturating_sub(self.tick)
+    }
+
+    /// `n` ticks were taken at once.
+    pub(super) fn skip(&mut self, n: u64) {
+        self.tick += n;
+    }
+
     /// The `i`-th tick after `start` (no overflow however long the run).
     fn at(&self, start: Instant, period: Duration, i: u64) -> Instant {
         start + self.offset + Duration::from_secs_f64(period.as_secs_f64() * i as f64)
@@ -82,5 +103,27 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(s.at(t0, Duration::from_millis(10), 0), t0 + Duration::from_millis(3));
         assert_eq!(s.at(t0, Duration::from_millis(10), 1_000_000), t0 + Duration::from_millis(10_000_003));
+    }
+
+    #[test]
+    fn ticks_due_before_a_time_are_counted_exactly() {
+        let t0 = Instant::now();
+        for (period_ns, offset_ns, tick) in [(10_000_000u64, 3_000_000u64, 0u64), (333, 17, 5), (7, 0, 1000), (1, 0, 0)]
+        {
+            let mut s = Schedule {
+                period: Some(Duration::from_nanos(period_ns)),
+                offset: Duration::from_nanos(offset_ns),
+                tick: 0,
+            };
+            s.skip(tick);
+            for t_ns in [0u64, offset_ns, offset_ns + 1, 5_000, 123_457, 2_999_999, 3_000_000, 3_000_001] {
+                let t = t0 + Duration::from_nanos(t_ns);
+                let mut brute = 0;
+                while s.at(t0, Duration::from_nanos(period_ns), tick + brute) < t {
+                    brute += 1;
+                }
+                assert_eq!(s.due_before(t0, t), brute, "period {period_ns} offset {offset_ns} tick {tick} t {t_ns}");
+            }
+        }
     }
 }
