@@ -608,9 +608,15 @@ impl CoreRun {
         self.may_send_at(Instant::now())
     }
 
+    /// Whether sending is over at `now`: the window ended, the run failed, or a signal came (the
+    /// budget is not consulted).
+    pub fn over(&self, now: Instant) -> bool {
+        self.failed.get() || runtime::is_shutting_down() || now >= self.deadline.get()
+    }
+
     /// [`CoreRun::may_send`] at `now` (the loop turn's clock).
     pub fn may_send_at(&self, now: Instant) -> bool {
-        if self.failed.get() || runtime::is_shutting_down() || now >= self.deadline.get() {
+        if self.over(now) {
             return false;
         }
         match self.budget.get() {
@@ -648,6 +654,8 @@ async fn publish_intervals(run: Rc<CoreRun>, board: Arc<IntervalBoard>) {
 
 fn publish(run: &CoreRun, board: &IntervalBoard) {
     let iv = std::mem::replace(&mut *run.interval.borrow_mut(), Interval::new());
+    // The run's latency histogram is the sum of its intervals' (the recorder writes only those).
+    let _ = run.result.borrow_mut().latency.add(&iv.latency);
     let (up, before) = (run.up.get(), run.published_up.replace(run.up.get()));
     if up >= before {
         board.up.fetch_add(up - before, Ordering::Relaxed);

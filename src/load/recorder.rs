@@ -1,5 +1,6 @@
 //! The one recorder of a core's run: every count and histogram a reply, a send, a connection or
-//! a late tick goes into, with the measured window applied in one place.
+//! a late tick goes into, with the measured window applied in one place. Latencies go into the
+//! current interval's histogram only; `publish` adds each interval into the run's.
 
 use std::time::Instant;
 
@@ -14,11 +15,12 @@ impl CoreRun {
         if let Some(code) = status {
             *r.status.entry(code).or_default() += 1;
         }
-        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+        if self.in_window(intended) {
             let corrected = ns(now - intended);
             r.measured += 1;
-            let _ = r.latency.record(corrected);
             let _ = r.uncorrected.record(ns(now.saturating_duration_since(actual)));
+            // Into the interval's histogram only: it is added into the run's when it is handed
+            // on (one record per reply, not two).
             let mut iv = self.interval.borrow_mut();
             iv.replies += 1;
             let _ = iv.latency.record(corrected);
@@ -37,7 +39,6 @@ impl CoreRun {
 
     /// `n` requests without a counted answer that waited `waited` (the least of them `least`).
     fn censored_n(&self, r: &mut LoadResult, waited: u64, least: u64, n: u64) {
-        let _ = r.latency.record_n(waited, n);
         r.censored_min = Some(r.censored_min.map_or(least, |m| m.min(least)));
         r.censored += n;
         let _ = self.interval.borrow_mut().latency.record_n(waited, n);
@@ -130,12 +131,11 @@ impl CoreRun {
     pub fn connected(&self, intended: Instant, attempted: Instant, now: Instant) {
         let mut r = self.result.borrow_mut();
         r.connected += 1;
-        if intended >= self.measure_start.get() && intended < self.deadline.get() {
+        if self.in_window(intended) {
             let corrected = ns(now - intended);
             let _ = r.connect_latency.record(corrected);
             let _ = r.uncorrected.record(ns(now - attempted));
             r.measured += 1;
-            let _ = r.latency.record(corrected);
             let mut iv = self.interval.borrow_mut();
             iv.replies += 1;
             let _ = iv.latency.record(corrected);

@@ -10,8 +10,9 @@ use crate::frame::{header, Kind};
 
 /// One request, as where its payload lies: a range of the connection's pattern, or the fixed
 /// payload (or HTTP request) whole. Eight bytes and no reference count: a request in flight is
-/// kept as this, and its bytes are written straight into the next send and the reply parser's
-/// copy of what to expect.
+/// kept as this, and its bytes are written straight into the next send; the reply parser gets a
+/// slice of the pattern to check against (one reference count, no copy: memory stays a few
+/// words per request however large the requests and however many are outstanding).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Req {
     start: u32,
@@ -50,8 +51,9 @@ impl RequestSource {
 
     /// The next request.
     pub fn next(&mut self) -> Req {
-        if let Some(f) = &self.fixed {
-            return Req { start: 0, len: f.len() as u32 };
+        if self.fixed.is_some() {
+            // The fixed payload's length is its own (it may not fit a u32).
+            return Req { start: 0, len: 0 };
         }
         let size = if self.max > self.min {
             self.min + (xorshift(&mut self.rng) as usize) % (self.max - self.min + 1)
@@ -73,40 +75,50 @@ impl RequestSource {
         }
     }
 
+    /// The payload of `r` as a buffer of its own (a slice of the pattern or the fixed payload).
+    fn payload_bytes(&self, r: Req) -> Bytes {
+        match &self.fixed {
+            Some(f) => f.clone(),
+            None => self.pattern.slice(r.start as usize..(r.start + r.len) as usize),
+        }
+    }
+
     /// What the reply parser is told `r` was: its payload (nothing in HTTP mode).
-    pub fn expect(&self, r: Req) -> &[u8] {
+    pub fn expect(&self, r: Req) -> Bytes {
         match self.mode {
-            Mode::Http => &[],
-            _ => self.payload(r),
+            Mode::Http => Bytes::new(),
+            _ => self.payload_bytes(r),
         }
     }
 
     /// How many bytes `r` is on the wire.
     pub fn wire_len(&self, r: Req) -> usize {
+        let n = self.payload(r).len();
         match self.mode {
-            Mode::Framed => crate::frame::HEADER_LEN + r.len as usize,
-            _ => r.len as usize,
+            Mode::Framed => crate::frame::HEADER_LEN + n,
+            _ => n,
         }
     }
 
     /// Appends `r`'s bytes on the wire to `out` (the one copy of its payload on the way out).
     pub fn write_wire(&self, r: Req, out: &mut BytesMut) {
+        let payload = self.payload(r);
         if self.mode == Mode::Framed {
-            out.put_slice(&header(Kind::Data, 0, r.len));
+            out.put_slice(&header(Kind::Data, 0, payload.len() as u32));
         }
-        out.put_slice(self.payload(r));
+        out.put_slice(payload);
     }
 
-    /// `r`'s bytes on the wire in a buffer of their own (one request per send).
+    /// `r`'s bytes on the wire in a buffer of their own (stream and connect modes: one request
+    /// per send).
     pub fn wire(&self, r: Req) -> Bytes {
-        match (self.mode, &self.fixed) {
-            (Mode::Framed, _) => {
+        match self.mode {
+            Mode::Framed => {
                 let mut b = BytesMut::with_capacity(self.wire_len(r));
                 self.write_wire(r, &mut b);
                 b.freeze()
             }
-            (_, Some(f)) => f.clone(),
-            (_, None) => self.pattern.slice(r.start as usize..(r.start + r.len) as usize),
+            _ => self.payload_bytes(r),
         }
     }
 

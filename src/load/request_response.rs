@@ -42,7 +42,7 @@ struct Pending {
     /// The request (its bytes are written again when it is queued on a new connection).
     req: Req,
     /// How many bytes it is on the wire.
-    len: u32,
+    len: usize,
     /// Counted as sent.
     counted: bool,
     /// Its reply was overdue and it was counted as a timeout (its reply, if it comes, is consumed
@@ -139,7 +139,7 @@ impl Exchange {
         for mut p in again {
             self.parser.sent(self.source.expect(p.req));
             self.source.write_wire(p.req, &mut self.out);
-            self.queued_bytes += u64::from(p.len);
+            self.queued_bytes += p.len as u64;
             p.end = self.queued_bytes;
             self.pending.push_back(p);
         }
@@ -161,7 +161,7 @@ impl Exchange {
             queued: now,
             end: self.queued_bytes,
             req,
-            len: len as u32,
+            len,
             counted: false,
             timed_out: false,
         });
@@ -215,7 +215,11 @@ impl Exchange {
                         break;
                     }
                     if self.pending.len() >= self.max_inflight {
-                        if !std::mem::replace(&mut self.held, true) {
+                        if run.over(now) {
+                            // Held at the limit when the window ended: nothing more will go, so
+                            // the drain may end as soon as the replies are in.
+                            self.stop(now.min(run.deadline.get()));
+                        } else if !std::mem::replace(&mut self.held, true) {
                             run.held();
                         }
                         break;
@@ -250,7 +254,7 @@ impl Exchange {
             }
             p.counted = true;
             self.counted += 1;
-            run.sent(p.intended, p.len as usize);
+            run.sent(p.intended, p.len);
         }
     }
 
@@ -263,7 +267,7 @@ impl Exchange {
             if p.counted {
                 return true;
             }
-            let start = p.end - u64::from(p.len);
+            let start = p.end - p.len as u64;
             if start < acked && acked < p.end {
                 cut = Some(acked - start);
             }
@@ -291,7 +295,7 @@ impl Exchange {
                 self.counted -= 1;
             } else {
                 // The reply overtook the send's completion: the kernel had taken it.
-                run.sent(p.intended, p.len as usize);
+                run.sent(p.intended, p.len);
             }
             if !p.timed_out {
                 run.reply(now, p.intended, p.queued, reply.status);

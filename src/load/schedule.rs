@@ -55,11 +55,12 @@ impl Schedule {
 
     /// How many ticks from the next one fall due before `t` (none in a closed loop).
     pub(super) fn due_before(&self, start: Instant, t: Instant) -> u64 {
-        let Some(p) = self.period else { return 0 };
+        // (A period is at least 1 ns: rates are capped at 1e9 per second.)
+        let Some(p) = self.period.filter(|p| !p.is_zero()) else { return 0 };
         let Some(span) = t.checked_duration_since(start + self.offset) else { return 0 };
         // The first tick at or after `t`, estimated, then settled against `at` itself (the
         // float estimate may be one off either way).
-        let mut i = (span.as_secs_f64() / p.as_secs_f64().max(1e-12)).ceil() as u64;
+        let mut i = (span.as_secs_f64() / p.as_secs_f64()).ceil() as u64;
         while i > 0 && self.at(start, p, i - 1) >= t {
             i -= 1;
         }
