@@ -414,13 +414,18 @@ fn hdr_logs_parse_back_and_report_draws_a_well_formed_svg() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `args` are refused as a usage error (exit 2) whose message names `names`.
+fn assert_usage_error(args: &[&str], names: &str) {
+    let out = run_bounded(ringnode(args), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(names), "{args:?}");
+}
+
 #[test]
 fn failures_say_what_happened_and_fail_only_when_the_run_did() {
     let _serial = serial();
     // A bad target: usage error.
-    let out = run_bounded(ringnode(&["load", "--target", "no-such-host:80"]), Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-host:80"));
+    assert_usage_error(&["load", "--target", "no-such-host:80"], "no-such-host:80");
     // A peer that resets every connection: nothing came back, exit 1, and the line says why.
     let reset = TestServer::start(Behaviour::Reset);
     let (v, out) = load_json(&["--target", &reset.target(), "--connections", "4", "--duration", "1s"]);
@@ -631,12 +636,10 @@ fn a_payload_from_a_file_is_sent_byte_for_byte() {
     let (_, settled_out) = server.settled();
     assert_eq!(settled_out, 100 * 1500, "the server echoed exactly the file's bytes, 100 times");
     // A file that does not exist is a usage error naming it.
-    let out = run_bounded(
-        ringnode(&["load", "--target", &server.target(), "--payload", "@/nonexistent/ringnode-payload"]),
-        Duration::from_secs(30),
+    assert_usage_error(
+        &["load", "--target", &server.target(), "--payload", "@/nonexistent/ringnode-payload"],
+        "/nonexistent/ringnode-payload",
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ringnode-payload"));
 }
 
 #[test]
@@ -873,9 +876,7 @@ fn slo_thresholds_set_the_exit_code() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--slo crossed: p50<1ns") && err.trim_end().lines().count() == 1, "{err}");
     assert_eq!(v["slo"][0]["met"], false);
-    let out = run_bounded(ringnode(&["load", "--target", &t, "--slo", "p99>1ms"]), Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("p99>1ms"));
+    assert_usage_error(&["load", "--target", &t, "--slo", "p99>1ms"], "p99>1ms");
 }
 
 /// `--find-max-rate` against a server that echoes at most 3,000 messages a second finds a rate
