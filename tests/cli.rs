@@ -62,6 +62,32 @@ fn bad_duration_and_size_are_usage_errors() {
     assert_one_line_error(&out, 2, "--size");
 }
 
+/// A flag the mode or the loop would ignore is refused, naming it (a user who passes `--pipeline
+/// 16` with `--rate` means something the run would not do).
+#[test]
+fn flags_the_mode_would_ignore_are_usage_errors() {
+    let t = "127.0.0.1:9";
+    for (args, needle) in [
+        (&["--rate", "1000", "--pipeline", "16"][..], "--pipeline"),
+        (&["--mode", "stream", "--pipeline", "4"][..], "--pipeline"),
+        (&["--max-inflight", "8"][..], "--max-inflight"),
+        (&["--mode", "stream", "--rate", "10", "--max-inflight", "8"][..], "--max-inflight"),
+        (&["--mode", "http", "--payload", "x"][..], "--payload"),
+        (&["--mode", "http", "--size", "128"][..], "--size"),
+        (&["--payload", "x", "--size", "128"][..], "--size"),
+        (&["--method", "POST"][..], "--method"),
+        (&["--mode", "framed", "--header", "A: b"][..], "--header"),
+        (&["--mode", "framed", "--reply-bytes", "4"][..], "--reply-bytes"),
+        (&["--mode", "http", "--reply-delimiter", "x"][..], "--reply-delimiter"),
+        (&["--mode", "connect", "--reply-bytes", "4"][..], "--reply-bytes"),
+    ] {
+        let mut all = vec!["load", "--target", t, "--duration", "1s"];
+        all.extend_from_slice(args);
+        let out = run_bounded(ringnode(&all), Duration::from_secs(30));
+        assert_one_line_error(&out, 2, needle);
+    }
+}
+
 #[test]
 fn refused_connections_fail_the_run_with_a_clear_line() {
     // Bind and drop a listener to find a port nobody listens on.

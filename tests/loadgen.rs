@@ -604,10 +604,14 @@ fn wrong_and_malformed_replies_are_counted_end_to_end_and_fail_fast_stops_the_ru
     let (v, out) = load_json(&["--target", &corrupt.target(), "--connections", "3", "--duration", "1s"]);
     assert_eq!(out.status.code(), Some(1), "nothing correct came back");
     assert_eq!(v["errors"]["mismatch"].as_u64(), Some(3), "one mismatch ends each connection: {v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no reply matched what was sent: 3 mismatch"), "the line names the mismatch: {err}");
     let garbage = TestServer::start(Behaviour::Garbage);
-    let (v, _) =
+    let (v, out) =
         load_json(&["--mode", "http", "--target", &garbage.target(), "--connections", "2", "--duration", "1s"]);
     assert_eq!(v["errors"]["malformed"].as_u64(), Some(2), "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 malformed"), "the line names the malformed replies: {err}");
     // --fail-fast: the first error ends the run, with exit 1 and a line saying so.
     let t0 = Instant::now();
     let (v, out) =

@@ -177,16 +177,18 @@ pub struct LoadArgs {
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Payload size, or a range of sizes: 64, 4KiB, 64-1024.
-    #[arg(long, default_value = "64", value_parser = parse_size_range)]
-    pub size: (usize, usize),
-    /// A fixed payload instead of generated ones: a string, or @FILE.
+    /// Payload size, or a range of sizes: 64, 4KiB, 64-1024 [default: 64] (echo, framed, stream).
+    #[arg(long, value_parser = parse_size_range, conflicts_with = "payload")]
+    pub size: Option<(usize, usize)>,
+    /// A fixed payload instead of generated ones: a string, or @FILE (echo, framed, stream,
+    /// connect: one exchange per connection).
     #[arg(long)]
     pub payload: Option<String>,
-    /// A reply is this many bytes (for servers that do not echo).
+    /// A reply is this many bytes, for servers that do not echo (echo mode, connect with --payload).
     #[arg(long, conflicts_with = "reply_delimiter")]
     pub reply_bytes: Option<usize>,
-    /// A reply ends with this string (escapes \r \n \t understood).
+    /// A reply ends with this string, escapes \r \n \t understood (echo mode, connect with
+    /// --payload).
     #[arg(long)]
     pub reply_delimiter: Option<String>,
     /// How long to measure: 500ms, 5s, 2m [default: 5s; with --messages, an upper bound of 1h].
@@ -198,32 +200,34 @@ pub struct LoadArgs {
     /// Run this long first, excluded from the results.
     #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
     pub warmup: Duration,
-    /// Closed loop: requests sent back to back per connection before waiting for their replies.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub pipeline: u32,
+    /// Closed loop: requests sent back to back per connection before waiting for their replies
+    /// [default: 1] (echo, framed, http).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub pipeline: Option<u32>,
     /// Open loop: total requests (connect mode: connections) per second, on a fixed schedule.
     #[arg(long, value_parser = parse_rate, conflicts_with = "rate_per_conn")]
     pub rate: Option<f64>,
     /// Open loop: requests per second per connection.
     #[arg(long, value_parser = parse_rate)]
     pub rate_per_conn: Option<f64>,
-    /// Open loop: most requests outstanding per connection.
-    #[arg(long, default_value_t = 1024)]
-    pub max_inflight: usize,
+    /// Open loop: most requests outstanding per connection [default: 1024] (echo, framed, http
+    /// with --rate or --rate-per-conn).
+    #[arg(long)]
+    pub max_inflight: Option<usize>,
     /// A reply later than this after its request went is a timeout: counted, and recorded in the
     /// latency with its wait so far (e.g. 500ms, 2s).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// HTTP method.
-    #[arg(long, default_value = "GET")]
-    pub method: String,
-    /// HTTP path.
-    #[arg(long, default_value = "/")]
-    pub path: String,
-    /// HTTP header, "Name: value" (repeatable).
+    /// HTTP method [default: GET] (http mode).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// HTTP path [default: /] (http mode).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// HTTP header, "Name: value", repeatable (http mode).
     #[arg(long = "header")]
     pub headers: Vec<String>,
-    /// HTTP request body from a file.
+    /// HTTP request body from a file (http mode).
     #[arg(long)]
     pub body_file: Option<std::path::PathBuf>,
     /// Where the cores run.

@@ -239,6 +239,73 @@ fn payload_arg(flag: &str, v: &str) -> Result<bytes::Bytes, Failure> {
     }
 }
 
+/// Refuses a flag that the mode (or the loop) would ignore: a user who passes `--pipeline 16` to
+/// an open loop, or `--payload` to http, means something the run would not do.
+fn flags_fit_mode(a: &LoadArgs, mode: load::Mode) -> Result<(), Failure> {
+    use load::Mode::{Connect, Echo, Framed, Http, Stream};
+    let name = format!("{mode:?}").to_lowercase();
+    let not_in = |flag: &str, why: &str| Err(Failure::usage(format!("{flag}: not used in {name} mode ({why})")));
+    let open_loop = a.rate.is_some() || a.rate_per_conn.is_some() || a.find_max_rate;
+    let http_flags = [
+        ("--method", a.method.is_some()),
+        ("--path", a.path.is_some()),
+        ("--header", !a.headers.is_empty()),
+        ("--body-file", a.body_file.is_some()),
+    ];
+    if mode != Http {
+        if let Some((flag, _)) = http_flags.iter().find(|(_, given)| *given) {
+            return not_in(flag, "an HTTP request's parts are for --mode http");
+        }
+    }
+    let reply_flag = if a.reply_bytes.is_some() {
+        Some("--reply-bytes")
+    } else {
+        a.reply_delimiter.as_ref().map(|_| "--reply-delimiter")
+    };
+    if let Some(flag) = reply_flag {
+        match mode {
+            Echo => {}
+            Connect if a.payload.is_some() => {}
+            Connect => return not_in(flag, "without --payload a connection exchanges nothing"),
+            Framed => return not_in(flag, "a reply is one frame, its length in its header"),
+            Http => return not_in(flag, "a reply is an HTTP response, its length in its headers"),
+            Stream => return not_in(flag, "stream mode reads no replies"),
+        }
+    }
+    if mode == Http {
+        if a.payload.is_some() {
+            return not_in("--payload", "the request is --method, --path, --header and --body-file");
+        }
+        if a.size.is_some() {
+            return not_in("--size", "the request is --method, --path, --header and --body-file");
+        }
+    }
+    if mode == Connect && a.size.is_some() {
+        return not_in("--size", "a connection exchanges --payload, or nothing");
+    }
+    if a.pipeline.is_some_and(|p| p > 1) {
+        if matches!(mode, Stream | Connect) {
+            return not_in("--pipeline", "it is for request/response modes: echo, framed, http");
+        }
+        if open_loop {
+            return Err(Failure::usage(
+                "--pipeline: for a closed loop; an open loop (--rate, --rate-per-conn, --find-max-rate) sends each request when it falls due",
+            ));
+        }
+    }
+    if a.max_inflight.is_some() {
+        if matches!(mode, Stream | Connect) {
+            return not_in("--max-inflight", "it is for request/response modes: echo, framed, http");
+        }
+        if !open_loop {
+            return Err(Failure::usage(
+                "--max-inflight: for an open loop (--rate, --rate-per-conn); a closed loop has --pipeline requests in flight",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     let mode = match a.mode {
         LoadMode::Echo => load::Mode::Echo,
@@ -253,9 +320,10 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     if a.target.ip().is_unspecified() || a.target.port() == 0 {
         return Err(Failure::usage(format!("--target {}: needs a concrete address and a non-zero port", a.target)));
     }
+    flags_fit_mode(a, mode)?;
     let mut cfg = LoadConfig::new(mode, a.target);
     cfg.connections = a.connections;
-    cfg.size = a.size;
+    cfg.size = a.size.unwrap_or((64, 64));
     cfg.sources = match &a.source {
         Some(s) => parse_source_range(s).map_err(Failure::usage)?,
         None => Vec::new(),
@@ -275,16 +343,16 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
         (None, Some(d)) => load::ReplyRule::Delimiter(unescape(d)),
         (None, None) => load::ReplyRule::Echo,
     };
-    cfg.pipeline = a.pipeline as usize;
+    cfg.pipeline = a.pipeline.unwrap_or(1) as usize;
     cfg.rate = match (a.rate, a.rate_per_conn) {
         (Some(r), _) => Some(load::Rate::Total(r)),
         (None, Some(r)) => Some(load::Rate::PerConnection(r)),
         (None, None) => None,
     };
-    if a.max_inflight == 0 {
+    if a.max_inflight == Some(0) {
         return Err(Failure::usage("--max-inflight 0: at least one request must be allowed in flight"));
     }
-    cfg.max_inflight = a.max_inflight;
+    cfg.max_inflight = a.max_inflight.unwrap_or(1024);
     if a.timeout.is_some() && matches!(cfg.mode, load::Mode::Stream | load::Mode::Connect) {
         return Err(Failure::usage("--timeout: for modes with replies (echo, framed, http)"));
     }
@@ -310,10 +378,12 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
             .map_err(|e| Failure::usage(format!("--body-file {}: cannot read the file: {e}", p.display())))?,
         None => bytes::Bytes::new(),
     };
-    if a.method.is_empty() || a.method.contains(char::is_whitespace) || !a.path.starts_with('/') {
-        return Err(Failure::usage(format!("--method '{}' --path '{}': not a valid request line", a.method, a.path)));
+    let method = a.method.clone().unwrap_or_else(|| "GET".to_string());
+    let path = a.path.clone().unwrap_or_else(|| "/".to_string());
+    if method.is_empty() || method.contains(char::is_whitespace) || !path.starts_with('/') {
+        return Err(Failure::usage(format!("--method '{method}' --path '{path}': not a valid request line")));
     }
-    cfg.http = load::HttpRequest { method: a.method.clone(), path: a.path.clone(), headers, body };
+    cfg.http = load::HttpRequest { method, path, headers, body };
     cfg.fail_fast = a.fail_fast;
     cfg.progress = !a.quiet;
     cfg.hdr_log = a.hdr_log.clone();

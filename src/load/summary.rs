@@ -297,6 +297,18 @@ pub fn verdict(cfg: &LoadConfig, result: &LoadResult) -> Option<String> {
         }
     } else if failed_fast {
         format!("stopped at the first error (--fail-fast): {} errors", result.errors.total())
+    } else if result.errors.mismatch > 0 {
+        let hint = if cfg.mode == Mode::Echo && matches!(cfg.reply, super::ReplyRule::Echo) {
+            " (a server that does not echo needs --reply-bytes or --reply-delimiter)"
+        } else {
+            ""
+        };
+        format!(
+            "no reply matched what was sent: {} mismatch(es), each closing its connection{hint}",
+            result.errors.mismatch
+        )
+    } else if result.errors.malformed > 0 {
+        format!("no reply could be read: {} malformed, each closing its connection", result.errors.malformed)
     } else if result.errors.reset > 0 {
         "no reply came back: the server reset the connections".to_string()
     } else if result.errors.timeout > 0 {
