@@ -23,7 +23,7 @@ pub(super) async fn connect_loop(run: Rc<CoreRun>, id: usize) {
             break;
         };
         i += 1;
-        if !run.may_send() {
+        if !run.may_send_due(intended, Instant::now()) {
             break;
         }
         let t0 = Instant::now();

@@ -46,6 +46,10 @@ use crate::runtime::{self, RuntimeConfig, RuntimeError};
 pub use crate::report::MAX_LATENCY_NS;
 /// How long the end of a run waits for replies still in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long after the window an open loop still sends what fell due inside it (see
+/// [`CoreRun::may_send_due`]).
+pub const LATE_SEND_GRACE: Duration = Duration::from_millis(20);
 /// How long one connection attempt may take before it counts as a failed (timed-out) connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -603,18 +607,14 @@ pub(crate) struct CoreRun {
 }
 
 impl CoreRun {
-    /// Takes one message from the budget; false when the run should stop sending.
-    pub fn may_send(&self) -> bool {
-        self.may_send_at(Instant::now())
-    }
-
     /// Whether sending is over at `now`: the window ended, the run failed, or a signal came (the
     /// budget is not consulted).
     pub fn over(&self, now: Instant) -> bool {
         self.failed.get() || runtime::is_shutting_down() || now >= self.deadline.get()
     }
 
-    /// [`CoreRun::may_send`] at `now` (the loop turn's clock).
+    /// Takes one message from the budget at `now` (the loop turn's clock); false when the run
+    /// should stop sending.
     pub fn may_send_at(&self, now: Instant) -> bool {
         if self.over(now) {
             return false;
@@ -627,6 +627,19 @@ impl CoreRun {
                 true
             }
         }
+    }
+
+    /// Open loop: whether a request that fell due at `due` may still go at `now`. One due inside
+    /// the window may go up to [`LATE_SEND_GRACE`] after it ended: a loop turn that woke just
+    /// past the deadline sends what fell due just before it (late, its wait measured from `due`),
+    /// as it would have a moment earlier, instead of reporting a healthy run's last ticks as never
+    /// sent. An overloaded generator's backlog beyond the grace stays unsent.
+    pub fn may_send_due(&self, due: Instant, now: Instant) -> bool {
+        let deadline = self.deadline.get();
+        if due >= deadline || now >= deadline + LATE_SEND_GRACE {
+            return false;
+        }
+        self.may_send_at(now.min(deadline - Duration::from_nanos(1)))
     }
 
     /// Counts an error; with `--fail-fast` the run stops.

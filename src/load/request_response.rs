@@ -224,7 +224,7 @@ impl Exchange {
                         }
                         break;
                     }
-                    if !run.may_send_at(now) {
+                    if !run.may_send_due(due, now) {
                         // The window ended (or the budget, or a signal): what fell due before now
                         // and did not go is counted at the end.
                         self.stop(now.min(run.deadline.get()));

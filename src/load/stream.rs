@@ -2,6 +2,7 @@
 //! and dropped.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use super::conn::{count, stopped_then_drained, Failure, Notify};
 use super::request::RequestSource;
@@ -23,7 +24,7 @@ pub(super) async fn stream_loop(run: &CoreRun, id: usize, stream: &TcpStream) {
             let Some(intended) = schedule.next(run.start.get(), run.deadline.get()).await else {
                 break;
             };
-            if !run.may_send() {
+            if !run.may_send_due(intended, Instant::now()) {
                 break;
             }
             let req = source.next();
