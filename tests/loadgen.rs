@@ -446,6 +446,23 @@ fn failures_say_what_happened_and_fail_only_when_the_run_did() {
     let due = v["latency"]["samples"].as_u64().unwrap();
     let expected = 1e8 * v["elapsed_s"].as_f64().unwrap();
     assert!((due as f64 - expected).abs() <= expected * 0.01, "{due} fell due, {expected} expected");
+    // With a warm-up, the warm-up's backlog is dropped when the window opens (counted): the
+    // window measures replies to its own requests instead of spending itself on the backlog.
+    let (v, out) = load_json(&[
+        "--target",
+        &echo.target(),
+        "--connections",
+        "2",
+        "--warmup",
+        "1s",
+        "--duration",
+        "1s",
+        "--rate",
+        "100000000",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(v["warmup_dropped"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["messages_measured"].as_u64().unwrap() > 0, "the window measured its own requests: {v}");
 }
 
 /// nginx from Debian's package (installed by `.ci/run`), on a port of its own in a directory of

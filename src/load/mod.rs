@@ -338,6 +338,9 @@ pub struct LoadResult {
     pub errors: ErrorCounts,
     /// Requests that fell due in the measured window and never went (open loop).
     pub unsent: u64,
+    /// Requests that fell due in the warm-up and had not gone when the window opened: dropped
+    /// then (open loop), so that the warm-up's backlog does not take the window.
+    pub warmup_dropped: u64,
     /// Due requests that waited for `--max-inflight`.
     pub held: u64,
     /// Requests cut by a failed send.
@@ -398,6 +401,7 @@ impl LoadResult {
             schedule_lag: histogram(),
             errors: ErrorCounts::default(),
             unsent: 0,
+            warmup_dropped: 0,
             held: 0,
             cut: 0,
             censored_min: None,
@@ -439,6 +443,7 @@ impl LoadResult {
         let _ = self.schedule_lag.add(&o.schedule_lag);
         self.errors.add(&o.errors);
         self.unsent += o.unsent;
+        self.warmup_dropped += o.warmup_dropped;
         self.held += o.held;
         self.cut += o.cut;
         self.censored_min = match (self.censored_min, o.censored_min) {

@@ -73,6 +73,11 @@ impl CoreRun {
         }
     }
 
+    /// `n` requests of the warm-up had not gone when the window opened, and never will.
+    pub fn warmup_dropped(&self, n: u64) {
+        self.result.borrow_mut().warmup_dropped += n;
+    }
+
     /// A due request waited for `--max-inflight`.
     pub fn held(&self) {
         self.result.borrow_mut().held += 1;

@@ -27,7 +27,7 @@ use super::conn::{count, failure_of, stopped_then_drained, Failure};
 use super::reply::ReplyParser;
 use super::request::{framed_hello, Req, RequestSource};
 use super::schedule::Schedule;
-use super::{CoreRun, LoadConfig, Mode, Reply, DRAIN_TIMEOUT};
+use super::{CoreRun, LoadConfig, Mode, Reply, DRAIN_TIMEOUT, LATE_SEND_GRACE};
 use crate::net::TcpStream;
 use crate::runtime::{self, Either};
 
@@ -213,6 +213,17 @@ impl Exchange {
                     }
                     if due > now {
                         break;
+                    }
+                    let window = run.measure_start.get();
+                    if now >= window && due + LATE_SEND_GRACE < window {
+                        // The window opened with the warm-up's ticks still waiting (the generator
+                        // or --max-inflight fell behind): those more than the grace old are
+                        // dropped, counted, so that the window measures its own requests, not
+                        // the warm-up's backlog.
+                        let backlog = self.schedule.due_before(run.start.get(), window - LATE_SEND_GRACE);
+                        self.schedule.skip(backlog);
+                        run.warmup_dropped(backlog);
+                        continue;
                     }
                     if self.pending.len() >= self.max_inflight {
                         if run.over(now) {

@@ -54,6 +54,13 @@ pub fn limits(cfg: &LoadConfig, r: &LoadResult) -> Vec<String> {
             r.unsent
         ));
     }
+    if r.warmup_dropped > 0 {
+        out.push(format!(
+            "{} requests of the warm-up had not gone when the window opened (the generator or --max-inflight \
+             fell behind): dropped then, so that the window measures its own",
+            r.warmup_dropped
+        ));
+    }
     let busiest = r.core_cpu.iter().zip(&r.core_wall).map(|(c, w)| c / w.max(1e-9)).fold(0.0, f64::max);
     let lag_p99 = r.schedule_lag.value_at_quantile(0.99);
     if let Some(want) = cfg.own_rate() {
@@ -247,6 +254,7 @@ pub fn load_json(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "latency": percentiles_json(&r.latency),
         "latency_lower_bounds_from_us": r.censored_min.map(us),
         "unsent": r.unsent,
+        "warmup_dropped": r.warmup_dropped,
         "cut": r.cut,
         "reconnects": r.reconnects,
         "sends": r.sends,
