@@ -80,6 +80,7 @@ fn flags_the_mode_would_ignore_are_usage_errors() {
         (&["--mode", "framed", "--reply-bytes", "4"][..], "--reply-bytes"),
         (&["--mode", "http", "--reply-delimiter", "x"][..], "--reply-delimiter"),
         (&["--mode", "connect", "--reply-bytes", "4"][..], "--reply-bytes"),
+        (&["--mode", "connect", "--ramp", "10"][..], "--ramp"),
     ] {
         let mut all = vec!["load", "--target", t, "--duration", "1s"];
         all.extend_from_slice(args);

@@ -280,6 +280,9 @@ fn flags_fit_mode(a: &LoadArgs, mode: load::Mode) -> Result<(), Failure> {
             return not_in("--size", "the request is --method, --path, --header and --body-file");
         }
     }
+    if mode == Connect && a.ramp.is_some() {
+        return not_in("--ramp", "connections open on the --rate schedule, or back to back");
+    }
     if mode == Connect && a.size.is_some() {
         return not_in("--size", "a connection exchanges --payload, or nothing");
     }
@@ -299,7 +302,7 @@ fn flags_fit_mode(a: &LoadArgs, mode: load::Mode) -> Result<(), Failure> {
         }
         if !open_loop {
             return Err(Failure::usage(
-                "--max-inflight: for an open loop (--rate, --rate-per-conn); a closed loop has --pipeline requests in flight",
+                "--max-inflight: for an open loop (--rate, --rate-per-conn, --find-max-rate); a closed loop has --pipeline requests in flight",
             ));
         }
     }

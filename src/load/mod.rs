@@ -48,8 +48,8 @@ pub use crate::report::MAX_LATENCY_NS;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long after the window an open loop still sends what fell due inside it (see
-/// [`CoreRun::may_send_due`]).
-pub const LATE_SEND_GRACE: Duration = Duration::from_millis(20);
+/// `CoreRun::may_send_due`); the window's length for the rates then runs to the last such send.
+pub(crate) const LATE_SEND_GRACE: Duration = Duration::from_millis(20);
 /// How long one connection attempt may take before it counts as a failed (timed-out) connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -609,6 +609,8 @@ pub(crate) struct CoreRun {
     pub published_up: std::cell::Cell<u64>,
     /// Set by `--fail-fast` at the first error.
     pub failed: std::cell::Cell<bool>,
+    /// The last send after the deadline (within `LATE_SEND_GRACE`) of a request due before it.
+    pub sent_late_until: std::cell::Cell<Instant>,
 }
 
 impl CoreRun {
@@ -644,7 +646,15 @@ impl CoreRun {
         if due >= deadline || now >= deadline + LATE_SEND_GRACE {
             return false;
         }
-        self.may_send_at(now.min(deadline - Duration::from_nanos(1)))
+        if !self.may_send_at(now.min(deadline - Duration::from_nanos(1))) {
+            return false;
+        }
+        if now >= deadline && now > self.sent_late_until.get() {
+            // The rates divide by a window that runs to here: a generator behind its schedule
+            // does not gain the grace's sends for free.
+            self.sent_late_until.set(now);
+        }
+        true
     }
 
     /// Counts an error; with `--fail-fast` the run stops.
@@ -712,6 +722,7 @@ async fn core_main(
         up: std::cell::Cell::new(0),
         published_up: std::cell::Cell::new(0),
         failed: std::cell::Cell::new(false),
+        sent_late_until: std::cell::Cell::new(created),
     });
     let publisher = runtime::spawn(publish_intervals(run.clone(), board.clone()));
     // Every mode but `connect` opens its connections first, so the window holds only traffic.
@@ -776,7 +787,7 @@ async fn core_main(
     // The last counts, for the final partial interval.
     publish(&run, &board);
     let mut r = run.result.borrow().clone();
-    let end = Instant::now().min(run.deadline.get());
+    let end = Instant::now().min(run.deadline.get().max(run.sent_late_until.get()));
     r.elapsed = end.saturating_duration_since(run.measure_start.get());
     r.connect_phase = run.start.get() - created;
     r.start_late = traffic_at.map(|at| start.max(now).saturating_duration_since(at));

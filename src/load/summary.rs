@@ -349,6 +349,7 @@ pub fn run_record(cfg: &LoadConfig, r: &LoadResult) -> serde_json::Value {
         "messages_measured": r.measured,
         "samples": r.latency.len(),
         "unsent": r.unsent,
+        "warmup_dropped": r.warmup_dropped,
         "errors": r.errors.total(),
     })
 }
