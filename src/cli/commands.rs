@@ -296,6 +296,21 @@ fn flags_fit_mode(a: &LoadArgs, mode: load::Mode) -> Result<(), Failure> {
             ));
         }
     }
+    if a.timeout.is_some() && matches!(mode, Stream | Connect) {
+        return Err(Failure::usage("--timeout: for modes with replies (echo, framed, http)"));
+    }
+    if let Some(slo) = &a.slo {
+        let latency =
+            slo.0.iter().any(|l| !matches!(l.metric, load::slo::Metric::ErrorShare | load::slo::Metric::ErrorCount));
+        if latency && mode == Stream {
+            return Err(Failure::usage("--slo: stream mode measures no latency; only errors thresholds apply to it"));
+        }
+    }
+    if a.find_max_rate && matches!(mode, Stream | Connect) {
+        return Err(Failure::usage(
+            "--find-max-rate: for modes with replies (echo, framed, http); stream and connect modes have no reply rate to judge",
+        ));
+    }
     if a.max_inflight.is_some() {
         if matches!(mode, Stream | Connect) {
             return not_in("--max-inflight", "it is for request/response modes: echo, framed, http");
@@ -326,7 +341,9 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     flags_fit_mode(a, mode)?;
     let mut cfg = LoadConfig::new(mode, a.target);
     cfg.connections = a.connections;
-    cfg.size = a.size.unwrap_or((64, 64));
+    if let Some(size) = a.size {
+        cfg.size = size;
+    }
     cfg.sources = match &a.source {
         Some(s) => parse_source_range(s).map_err(Failure::usage)?,
         None => Vec::new(),
@@ -346,7 +363,9 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
         (None, Some(d)) => load::ReplyRule::Delimiter(unescape(d)),
         (None, None) => load::ReplyRule::Echo,
     };
-    cfg.pipeline = a.pipeline.unwrap_or(1) as usize;
+    if let Some(p) = a.pipeline {
+        cfg.pipeline = p as usize;
+    }
     cfg.rate = match (a.rate, a.rate_per_conn) {
         (Some(r), _) => Some(load::Rate::Total(r)),
         (None, Some(r)) => Some(load::Rate::PerConnection(r)),
@@ -355,9 +374,8 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
     if a.max_inflight == Some(0) {
         return Err(Failure::usage("--max-inflight 0: at least one request must be allowed in flight"));
     }
-    cfg.max_inflight = a.max_inflight.unwrap_or(1024);
-    if a.timeout.is_some() && matches!(cfg.mode, load::Mode::Stream | load::Mode::Connect) {
-        return Err(Failure::usage("--timeout: for modes with replies (echo, framed, http)"));
+    if let Some(m) = a.max_inflight {
+        cfg.max_inflight = m;
     }
     cfg.timeout = a.timeout;
     cfg.warmup = a.warmup;
@@ -381,12 +399,18 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
             .map_err(|e| Failure::usage(format!("--body-file {}: cannot read the file: {e}", p.display())))?,
         None => bytes::Bytes::new(),
     };
-    let method = a.method.clone().unwrap_or_else(|| "GET".to_string());
-    let path = a.path.clone().unwrap_or_else(|| "/".to_string());
+    if let Some(m) = &a.method {
+        cfg.http.method.clone_from(m);
+    }
+    if let Some(p) = &a.path {
+        cfg.http.path.clone_from(p);
+    }
+    let (method, path) = (&cfg.http.method, &cfg.http.path);
     if method.is_empty() || method.contains(char::is_whitespace) || !path.starts_with('/') {
         return Err(Failure::usage(format!("--method '{method}' --path '{path}': not a valid request line")));
     }
-    cfg.http = load::HttpRequest { method, path, headers, body };
+    cfg.http.headers = headers;
+    cfg.http.body = body;
     cfg.fail_fast = a.fail_fast;
     cfg.progress = !a.quiet;
     cfg.hdr_log = a.hdr_log.clone();
@@ -413,18 +437,6 @@ fn load_config(a: &LoadArgs) -> Result<LoadConfig, Failure> {
         }
     }
     cfg.start_at = a.start_at;
-    if let Some(slo) = &a.slo {
-        let latency =
-            slo.0.iter().any(|l| !matches!(l.metric, load::slo::Metric::ErrorShare | load::slo::Metric::ErrorCount));
-        if latency && cfg.mode == load::Mode::Stream {
-            return Err(Failure::usage("--slo: stream mode measures no latency; only errors thresholds apply to it"));
-        }
-    }
-    if a.find_max_rate && matches!(cfg.mode, load::Mode::Stream | load::Mode::Connect) {
-        return Err(Failure::usage(
-            "--find-max-rate: for modes with replies (echo, framed, http); stream and connect modes have no reply rate to judge",
-        ));
-    }
     Ok(cfg)
 }
 
